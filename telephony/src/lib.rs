@@ -1,0 +1,1 @@
+//! telephony (in progress)
