@@ -149,3 +149,201 @@ impl VoiceDetector for EnergyVad {
 
     fn reset(&mut self) {}
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ENGINE_FRAME, ENGINE_RATE};
+    use std::f64::consts::PI;
+
+    /// Deterministic white noise in [-1, 1) (xorshift64), so tests never flake.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        }
+    }
+
+    /// Two-pole resonator with unity-ish gain at `freq`, bandwidth `bw` (Hz): one formant.
+    fn formant(x: &[f64], freq: f64, bw: f64) -> Vec<f64> {
+        let fs = f64::from(ENGINE_RATE);
+        let r = (-PI * bw / fs).exp();
+        let a1 = 2.0 * r * (2.0 * PI * freq / fs).cos();
+        let a2 = -r * r;
+        let (mut y1, mut y2) = (0.0, 0.0);
+        x.iter()
+            .map(|&v| {
+                let y = (1.0 - r) * v + a1 * y1 + a2 * y2;
+                (y2, y1) = (y1, y);
+                y
+            })
+            .collect()
+    }
+
+    /// A synthetic sustained /a/: a glottal pulse train (F0 around 120 Hz with 3 Hz vibrato and
+    /// jitter), lip-radiation differentiated, through four formant resonators (700, 1220, 2600,
+    /// 3300 Hz), with a 4 Hz syllable-rate loudness envelope. Peak about −9 dBFS.
+    fn vowel(len: usize, seed: u64) -> Vec<i16> {
+        let fs = f64::from(ENGINE_RATE);
+        let mut noise = Noise(seed);
+        let mut phase = 0.0;
+        let mut previous = 0.0;
+        let source: Vec<f64> = (0..len)
+            .map(|i| {
+                let t = i as f64 / fs;
+                let f0 = 120.0 + 20.0 * (2.0 * PI * 3.0 * t).sin() + 2.0 * noise.next();
+                phase = (phase + f0 / fs) % 1.0;
+                let pulse = if phase < 0.4 { (PI * phase / 0.4).sin() } else { 0.0 };
+                let glottal = pulse + 0.02 * noise.next();
+                let radiated = glottal - previous;
+                previous = glottal;
+                radiated
+            })
+            .collect();
+        let mut voiced = vec![0.0; len];
+        for (freq, bw) in [(700.0, 80.0), (1220.0, 90.0), (2600.0, 120.0), (3300.0, 200.0)] {
+            for (v, f) in voiced.iter_mut().zip(formant(&source, freq, bw)) {
+                *v += f;
+            }
+        }
+        let peak = voiced.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        voiced
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let envelope = 0.6 + 0.4 * (2.0 * PI * 4.0 * i as f64 / fs).sin();
+                (v / peak * 12_000.0 * envelope) as i16
+            })
+            .collect()
+    }
+
+    fn white_noise(len: usize, amplitude: f64, seed: u64) -> Vec<i16> {
+        let mut noise = Noise(seed);
+        (0..len).map(|_| (noise.next() * amplitude) as i16).collect()
+    }
+
+    fn scores(vad: &mut impl VoiceDetector, signal: &[i16]) -> Vec<f32> {
+        signal
+            .chunks_exact(ENGINE_FRAME)
+            .map(|frame| vad.speech_probability(frame))
+            .collect()
+    }
+
+    fn mean(xs: &[f32]) -> f32 {
+        xs.iter().sum::<f32>() / xs.len() as f32
+    }
+
+    /// Frames in the 100 ms earshot needs to settle after a start or a reset.
+    const WARM_UP: usize = 5;
+
+    // Thresholds below were set from measured earshot 1.2.2 scores, with margin: silence scores
+    // 0.15..0.28 (highest in the first frames), -55/-45 dBFS noise 0.12..0.39, the synthetic vowel
+    // 0.62..0.96 once warmed up.
+
+    #[test]
+    fn earshot_scores_digital_silence_low() {
+        let probs = scores(&mut EarshotVad::new(), &vec![0; 2 * ENGINE_RATE as usize]);
+        assert!(probs.iter().all(|&p| p < 0.35), "{probs:?}");
+        assert!(mean(&probs) < 0.25);
+    }
+
+    #[test]
+    fn earshot_scores_low_white_noise_low() {
+        // Uniform noise of amplitude 100 / 300: RMS -55 / -45 dBFS.
+        for amplitude in [100.0, 300.0] {
+            let noise = white_noise(2 * ENGINE_RATE as usize, amplitude, 42);
+            let probs = scores(&mut EarshotVad::new(), &noise);
+            assert!(probs.iter().all(|&p| p < 0.45), "amplitude {amplitude}: {probs:?}");
+            assert!(mean(&probs) < 0.3, "amplitude {amplitude}");
+        }
+    }
+
+    #[test]
+    fn earshot_scores_a_synthetic_vowel_high() {
+        for seed in [7, 99] {
+            let probs = scores(&mut EarshotVad::new(), &vowel(2 * ENGINE_RATE as usize, seed));
+            let settled = &probs[WARM_UP..];
+            assert!(settled.iter().all(|&p| p > 0.5), "seed {seed}: {probs:?}");
+            assert!(mean(settled) > 0.75, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn earshot_follows_silence_then_voice() {
+        let mut signal = vec![0; ENGINE_RATE as usize];
+        signal.extend(vowel(ENGINE_RATE as usize, 3));
+        let probs = scores(&mut EarshotVad::new(), &signal);
+        let (silent, voiced) = probs.split_at(probs.len() / 2);
+        assert!(silent.iter().all(|&p| p < 0.35), "{silent:?}");
+        assert!(voiced[WARM_UP..].iter().all(|&p| p > 0.5), "{voiced:?}");
+    }
+
+    #[test]
+    fn earshot_reframing_matches_native_256_sample_frames() {
+        // Feeding 320-sample frames must score exactly as earshot itself does on 256-sample
+        // frames: each call reports the most recent complete native frame.
+        let signal = vowel(ENGINE_RATE as usize, 11);
+        let mut native = earshot::Detector::default();
+        let native_scores: Vec<f32> = signal
+            .chunks_exact(EARSHOT_FRAME)
+            .map(|f| native.predict_i16(f))
+            .collect();
+        let mut vad = EarshotVad::new();
+        for (i, frame) in signal.chunks_exact(ENGINE_FRAME).enumerate() {
+            let p = vad.speech_probability(frame);
+            let completed = (i + 1) * ENGINE_FRAME / EARSHOT_FRAME;
+            assert_eq!(p, native_scores[completed - 1], "frame {i}");
+        }
+    }
+
+    #[test]
+    fn earshot_reset_forgets_the_stream() {
+        let voice = vowel(ENGINE_RATE as usize / 2, 5);
+        let silence = vec![0i16; ENGINE_RATE as usize / 2];
+        let fresh = scores(&mut EarshotVad::new(), &silence);
+        let mut vad = EarshotVad::default();
+        scores(&mut vad, &voice);
+        // Leave a partial earshot frame pending too.
+        vad.speech_probability(&voice[..100]);
+        vad.reset();
+        assert_eq!(scores(&mut vad, &silence), fresh);
+    }
+
+    #[test]
+    fn energy_vad_thresholds_on_dbfs() {
+        let sine = |amplitude: f64| -> Vec<i16> {
+            (0..ENGINE_FRAME)
+                .map(|i| (amplitude * (2.0 * PI * 500.0 * i as f64 / 16_000.0).sin()).round() as i16)
+                .collect()
+        };
+        // A sine of amplitude A is 20 log10(A / sqrt 2 / 32768) dBFS: 3277 -> -23.0 dBFS.
+        let level = EnergyVad::level_dbfs(&sine(3277.0));
+        assert!((level - -23.0).abs() < 0.1, "{level}");
+        let full_scale = EnergyVad::level_dbfs(&sine(32767.0));
+        assert!((full_scale - -3.01).abs() < 0.01, "{full_scale}");
+
+        let mut vad = EnergyVad::new(-30.0);
+        assert_eq!(vad.threshold_dbfs(), -30.0);
+        assert_eq!(vad.speech_probability(&sine(3277.0)), 1.0); // -23 dBFS
+        assert_eq!(vad.speech_probability(&sine(1500.0)), 1.0); // -29.8 dBFS
+        assert_eq!(vad.speech_probability(&sine(1400.0)), 0.0); // -30.4 dBFS
+        assert_eq!(vad.speech_probability(&vec![0; ENGINE_FRAME]), 0.0);
+        assert_eq!(vad.speech_probability(&[]), 0.0);
+        vad.reset();
+        assert_eq!(vad.speech_probability(&sine(3277.0)), 1.0, "stateless across reset");
+    }
+
+    #[test]
+    fn energy_vad_is_a_voice_detector_object() {
+        let mut detectors: Vec<Box<dyn VoiceDetector>> =
+            vec![Box::new(EnergyVad::new(-40.0)), Box::new(EarshotVad::new())];
+        let silence = vec![0i16; ENGINE_FRAME];
+        for d in &mut detectors {
+            let p = d.speech_probability(&silence);
+            assert!((0.0..0.5).contains(&p));
+        }
+    }
+}
