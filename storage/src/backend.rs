@@ -1,0 +1,809 @@
+// The SQL, written once and compiled for each backend: `store.rs` includes this file in a module that defines
+// `type Db = sqlx::Sqlite` or `type Db = sqlx::Postgres`. Only syntax both databases accept goes here.
+
+use std::collections::HashSet;
+
+use sqlx::error::ErrorKind;
+
+#[allow(unused_imports)]
+use super::*;
+use crate::time::DbTime;
+
+type DbPool = sqlx::Pool<Db>;
+type Conn = <Db as sqlx::Database>::Connection;
+
+/// `sqlx::Error` for a constraint of `kind`?
+fn is_violation(e: &sqlx::Error, kind: ErrorKind) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.kind() == kind)
+}
+
+pub(super) async fn health(pool: &DbPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+pub(super) async fn ensure_default_org(
+    pool: &DbPool,
+    a: &NewAssistant,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO organisations (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(DEFAULT_ORG_ID)
+    .bind("Default organisation")
+    .bind(DbTime(now))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO assistants (id, org_id, name, greeting, voice, transfer_number, settings, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(DEFAULT_ASSISTANT_ID)
+    .bind(DEFAULT_ORG_ID)
+    .bind(&a.name)
+    .bind(&a.greeting)
+    .bind(&a.voice)
+    .bind(&a.transfer_number)
+    .bind(&a.settings)
+    .bind(DbTime(now))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn create_org(pool: &DbPool, id: OrgId, name: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(name)
+        .bind(DbTime(now))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn create_assistant(
+    pool: &DbPool,
+    org: OrgId,
+    id: AssistantId,
+    a: &NewAssistant,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let res = sqlx::query(
+        "INSERT INTO assistants (id, org_id, name, greeting, voice, transfer_number, settings, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(&a.name)
+    .bind(&a.greeting)
+    .bind(&a.voice)
+    .bind(&a.transfer_number)
+    .bind(&a.settings)
+    .bind(DbTime(now))
+    .execute(pool)
+    .await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => Err(StoreError::NotFound("organisation")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn assign_number(
+    pool: &DbPool,
+    org: OrgId,
+    assistant: AssistantId,
+    e164: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    // The composite foreign key (org_id, assistant_id) -> assistants rejects another org's assistant.
+    let res = sqlx::query(
+        "INSERT INTO phone_numbers (e164, org_id, assistant_id, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (e164) DO UPDATE SET org_id = excluded.org_id, assistant_id = excluded.assistant_id",
+    )
+    .bind(e164)
+    .bind(org)
+    .bind(assistant)
+    .bind(DbTime(now))
+    .execute(pool)
+    .await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => Err(StoreError::NotFound("assistant")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn resolve_number(
+    pool: &DbPool,
+    e164: &str,
+) -> Result<Option<(OrgId, AssistantId)>, StoreError> {
+    Ok(sqlx::query_as("SELECT org_id, assistant_id FROM phone_numbers WHERE e164 = $1")
+        .bind(e164)
+        .fetch_optional(pool)
+        .await?)
+}
+
+#[derive(sqlx::FromRow)]
+struct AssistantRow {
+    id: AssistantId,
+    org_id: OrgId,
+    name: String,
+    greeting: String,
+    voice: String,
+    transfer_number: Option<String>,
+    settings: serde_json::Value,
+}
+
+pub(super) async fn get_assistant(
+    pool: &DbPool,
+    org: OrgId,
+    id: AssistantId,
+) -> Result<Option<Assistant>, StoreError> {
+    let row: Option<AssistantRow> = sqlx::query_as(
+        "SELECT id, org_id, name, greeting, voice, transfer_number, settings FROM assistants \
+         WHERE org_id = $1 AND id = $2",
+    )
+    .bind(org)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| Assistant {
+        id: r.id,
+        org: r.org_id,
+        name: r.name,
+        greeting: r.greeting,
+        voice: r.voice,
+        transfer_number: r.transfer_number,
+        settings: r.settings,
+    }))
+}
+
+pub(super) async fn knowledge_base(
+    pool: &DbPool,
+    org: OrgId,
+    id: AssistantId,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT knowledge_base FROM assistants WHERE org_id = $1 AND id = $2")
+        .bind(org)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub(super) async fn set_knowledge_base(
+    pool: &DbPool,
+    org: OrgId,
+    id: AssistantId,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let res = sqlx::query("UPDATE assistants SET knowledge_base = $3, updated_at = $4 WHERE org_id = $1 AND id = $2")
+        .bind(org)
+        .bind(id)
+        .bind(text)
+        .bind(DbTime(now))
+        .execute(pool)
+        .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound("assistant"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Writes
+
+pub(super) async fn apply_batch(pool: &DbPool, ops: &[WriteOp], now: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    // Calls this transaction already made sure exist, so a batch of 50 turns of one call costs one upsert.
+    let mut known: HashSet<&str> = HashSet::new();
+    for op in ops {
+        apply_one(&mut tx, op, now, &mut known).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Makes sure a row for `sid` exists, inserting a placeholder (status `unknown`, `placeholder = true`) if the
+/// call's `CallStarted` has not landed yet. Does not check the org of an existing row: the caller's own
+/// statement does (a `WHERE org_id` or the composite foreign key).
+async fn ensure_call<'a>(
+    conn: &mut Conn,
+    known: &mut HashSet<&'a str>,
+    org: OrgId,
+    sid: &'a CallSid,
+    started_guess: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if known.contains(sid.as_str()) {
+        return Ok(());
+    }
+    let res = sqlx::query(
+        "INSERT INTO calls (sid, org_id, status, status_rank, started_at, placeholder, created_at, updated_at) \
+         VALUES ($1, $2, 'unknown', 0, $3, TRUE, $4, $4) ON CONFLICT (sid) DO NOTHING",
+    )
+    .bind(sid)
+    .bind(org)
+    .bind(DbTime(started_guess))
+    .bind(DbTime(now))
+    .execute(&mut *conn)
+    .await;
+    match res {
+        Ok(_) => {}
+        Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => return Err(StoreError::NotFound("organisation")),
+        Err(e) => return Err(e.into()),
+    }
+    known.insert(sid.as_str());
+    Ok(())
+}
+
+/// Called when a write changed nothing: a replay is fine, a call owned by another org is an error.
+async fn check_call_org(conn: &mut Conn, org: OrgId, sid: &CallSid) -> Result<(), StoreError> {
+    let owner: Option<OrgId> = sqlx::query_scalar("SELECT org_id FROM calls WHERE sid = $1")
+        .bind(sid)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match owner {
+        Some(o) if o != org => Err(StoreError::OrgMismatch { sid: sid.clone() }),
+        _ => Ok(()),
+    }
+}
+
+/// Maps the composite foreign key (org_id, call_sid) -> calls failing to `OrgMismatch`.
+fn child_insert_error(e: sqlx::Error, sid: &CallSid) -> StoreError {
+    if is_violation(&e, ErrorKind::ForeignKeyViolation) {
+        StoreError::OrgMismatch { sid: sid.clone() }
+    } else {
+        e.into()
+    }
+}
+
+async fn apply_one<'a>(
+    conn: &mut Conn,
+    op: &'a WriteOp,
+    now: DateTime<Utc>,
+    known: &mut HashSet<&'a str>,
+) -> Result<(), StoreError> {
+    match op {
+        WriteOp::CallStarted { org, assistant, sid, from, to, direction, started_at } => {
+            // Insert, or fill in a placeholder. A non-placeholder row is left alone (replay); the status moves
+            // forward to in-progress at most.
+            let res = sqlx::query(
+                "INSERT INTO calls (sid, org_id, assistant_id, from_number, to_number, direction, status, \
+                 status_rank, status_at, started_at, placeholder, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'in-progress', $8, $7, $7, FALSE, $9, $9) \
+                 ON CONFLICT (sid) DO UPDATE SET \
+                   assistant_id = excluded.assistant_id, from_number = excluded.from_number, \
+                   to_number = excluded.to_number, direction = excluded.direction, \
+                   started_at = excluded.started_at, \
+                   status = CASE WHEN calls.status_rank < excluded.status_rank THEN excluded.status ELSE calls.status END, \
+                   status_at = CASE WHEN calls.status_rank < excluded.status_rank THEN excluded.status_at ELSE calls.status_at END, \
+                   status_rank = CASE WHEN calls.status_rank < excluded.status_rank THEN excluded.status_rank ELSE calls.status_rank END, \
+                   placeholder = FALSE, updated_at = excluded.updated_at \
+                 WHERE calls.placeholder AND calls.org_id = excluded.org_id",
+            )
+            .bind(sid)
+            .bind(*org)
+            .bind(*assistant)
+            .bind(from)
+            .bind(to)
+            .bind(direction)
+            .bind(DbTime(*started_at))
+            .bind(RANK_IN_PROGRESS)
+            .bind(DbTime(now))
+            .execute(&mut *conn)
+            .await;
+            let res = match res {
+                Ok(r) => r,
+                Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => {
+                    return Err(StoreError::NotFound(if assistant.is_some() { "organisation or assistant" } else { "organisation" }));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if res.rows_affected() == 0 {
+                check_call_org(conn, *org, sid).await?;
+            }
+            known.insert(sid.as_str());
+        }
+        WriteOp::CallStatus { org, sid, status, at } => {
+            // Status moves forward only. While the row is a placeholder its started_at is the earliest time
+            // seen, so the result does not depend on arrival order.
+            let res = sqlx::query(
+                "INSERT INTO calls (sid, org_id, status, status_rank, status_at, started_at, placeholder, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, TRUE, $6, $6) \
+                 ON CONFLICT (sid) DO UPDATE SET \
+                   status = CASE WHEN calls.status_rank < excluded.status_rank THEN excluded.status ELSE calls.status END, \
+                   status_at = CASE WHEN calls.status_rank < excluded.status_rank THEN excluded.status_at ELSE calls.status_at END, \
+                   status_rank = CASE WHEN calls.status_rank < excluded.status_rank THEN excluded.status_rank ELSE calls.status_rank END, \
+                   started_at = CASE WHEN calls.placeholder AND excluded.started_at < calls.started_at \
+                                THEN excluded.started_at ELSE calls.started_at END, \
+                   updated_at = excluded.updated_at \
+                 WHERE calls.org_id = excluded.org_id AND (calls.status_rank < excluded.status_rank \
+                   OR (calls.placeholder AND excluded.started_at < calls.started_at))",
+            )
+            .bind(sid)
+            .bind(*org)
+            .bind(status)
+            .bind(status_rank(status))
+            .bind(DbTime(*at))
+            .bind(DbTime(now))
+            .execute(&mut *conn)
+            .await;
+            let res = match res {
+                Ok(r) => r,
+                Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => return Err(StoreError::NotFound("organisation")),
+                Err(e) => return Err(e.into()),
+            };
+            if res.rows_affected() == 0 {
+                check_call_org(conn, *org, sid).await?;
+            }
+            known.insert(sid.as_str());
+        }
+        WriteOp::CallEnded { org, sid, ended_at, end_reason, duration_ms } => {
+            let started_guess = *ended_at - chrono::Duration::milliseconds(*duration_ms);
+            ensure_call(conn, known, *org, sid, started_guess, now).await?;
+            let res = sqlx::query(
+                "UPDATE calls SET ended_at = $3, end_reason = $4, duration_ms = $5, \
+                   status = CASE WHEN status_rank < $6 THEN 'completed' ELSE status END, \
+                   status_at = CASE WHEN status_rank < $6 THEN $3 ELSE status_at END, \
+                   status_rank = CASE WHEN status_rank < $6 THEN $6 ELSE status_rank END, \
+                   updated_at = $7 \
+                 WHERE sid = $1 AND org_id = $2 AND ended_at IS NULL",
+            )
+            .bind(sid)
+            .bind(*org)
+            .bind(DbTime(*ended_at))
+            .bind(end_reason)
+            .bind(*duration_ms)
+            .bind(RANK_TERMINAL)
+            .bind(DbTime(now))
+            .execute(&mut *conn)
+            .await?;
+            if res.rows_affected() == 0 {
+                check_call_org(conn, *org, sid).await?;
+            }
+        }
+        WriteOp::Turn(t) => {
+            ensure_call(conn, known, t.org, &t.sid, now, now).await?;
+            let res = sqlx::query(
+                "INSERT INTO turns (call_sid, seq, org_id, role, text, heard_text, interrupted, start_ms, end_ms, \
+                 endpointing_ms, stt_ms, brain_first_token_ms, tts_first_audio_ms, voice_to_voice_ms, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (call_sid, seq) DO NOTHING",
+            )
+            .bind(&t.sid)
+            .bind(t.seq)
+            .bind(t.org)
+            .bind(&t.role)
+            .bind(&t.text)
+            .bind(&t.heard_text)
+            .bind(t.interrupted)
+            .bind(t.start_ms)
+            .bind(t.end_ms)
+            .bind(t.latency.endpointing_ms)
+            .bind(t.latency.stt_ms)
+            .bind(t.latency.brain_first_token_ms)
+            .bind(t.latency.tts_first_audio_ms)
+            .bind(t.latency.voice_to_voice_ms)
+            .bind(DbTime(now))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| child_insert_error(e, &t.sid))?;
+            if res.rows_affected() == 0 {
+                check_call_org(conn, t.org, &t.sid).await?;
+            }
+        }
+        WriteOp::Event(ev) => {
+            ensure_call(conn, known, ev.org, &ev.sid, now, now).await?;
+            let res = sqlx::query(
+                "INSERT INTO call_events (call_sid, seq, org_id, at_ms, kind, detail, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (call_sid, seq) DO NOTHING",
+            )
+            .bind(&ev.sid)
+            .bind(ev.seq)
+            .bind(ev.org)
+            .bind(ev.at_ms)
+            .bind(&ev.kind)
+            .bind(&ev.detail)
+            .bind(DbTime(now))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| child_insert_error(e, &ev.sid))?;
+            if res.rows_affected() == 0 {
+                check_call_org(conn, ev.org, &ev.sid).await?;
+            }
+        }
+        WriteOp::Recording(r) => {
+            ensure_call(conn, known, r.org, &r.sid, now, now).await?;
+            let res = sqlx::query(
+                "INSERT INTO recordings (call_sid, org_id, location, channels, sample_rate, duration_ms, sha256, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (call_sid) DO NOTHING",
+            )
+            .bind(&r.sid)
+            .bind(r.org)
+            .bind(&r.location)
+            .bind(r.channels)
+            .bind(r.sample_rate)
+            .bind(r.duration_ms)
+            .bind(&r.sha256)
+            .bind(DbTime(now))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| child_insert_error(e, &r.sid))?;
+            if res.rows_affected() == 0 {
+                check_call_org(conn, r.org, &r.sid).await?;
+            }
+        }
+        WriteOp::Contact(c) => {
+            let res = sqlx::query(
+                "INSERT INTO contacts (org_id, phone, name, email, notes, updated_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (org_id, phone) DO UPDATE SET name = excluded.name, email = excluded.email, \
+                   notes = excluded.notes, updated_at = excluded.updated_at \
+                 WHERE contacts.updated_at < excluded.updated_at",
+            )
+            .bind(c.org)
+            .bind(&c.phone)
+            .bind(&c.name)
+            .bind(&c.email)
+            .bind(&c.notes)
+            .bind(DbTime(c.updated_at))
+            .bind(DbTime(now))
+            .execute(&mut *conn)
+            .await;
+            match res {
+                Ok(_) => {}
+                Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => return Err(StoreError::NotFound("organisation")),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        WriteOp::Appointment(a) => {
+            if let Some(sid) = &a.call {
+                ensure_call(conn, known, a.org, sid, now, now).await?;
+            }
+            if let Some(phone) = &a.contact_phone {
+                // Placeholder contact with the oldest possible clock, so any real upsert wins.
+                sqlx::query(
+                    "INSERT INTO contacts (org_id, phone, updated_at, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (org_id, phone) DO NOTHING",
+                )
+                .bind(a.org)
+                .bind(phone)
+                .bind(DbTime(DateTime::<Utc>::UNIX_EPOCH))
+                .bind(DbTime(now))
+                .execute(&mut *conn)
+                .await?;
+            }
+            let res = sqlx::query(
+                "INSERT INTO appointments (id, org_id, call_sid, contact_phone, starts_at, duration_min, reason, \
+                 status, updated_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO UPDATE SET call_sid = excluded.call_sid, contact_phone = excluded.contact_phone, \
+                   starts_at = excluded.starts_at, duration_min = excluded.duration_min, reason = excluded.reason, \
+                   status = excluded.status, updated_at = excluded.updated_at \
+                 WHERE appointments.org_id = excluded.org_id AND appointments.updated_at < excluded.updated_at",
+            )
+            .bind(a.id)
+            .bind(a.org)
+            .bind(&a.call)
+            .bind(&a.contact_phone)
+            .bind(DbTime(a.starts_at))
+            .bind(a.duration_min)
+            .bind(&a.reason)
+            .bind(&a.status)
+            .bind(DbTime(a.updated_at))
+            .bind(DbTime(now))
+            .execute(&mut *conn)
+            .await;
+            let res = match res {
+                Ok(r) => r,
+                Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => {
+                    return Err(match &a.call {
+                        Some(sid) => StoreError::OrgMismatch { sid: sid.clone() },
+                        None => StoreError::NotFound("organisation"),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if res.rows_affected() == 0 {
+                let owner: Option<OrgId> = sqlx::query_scalar("SELECT org_id FROM appointments WHERE id = $1")
+                    .bind(a.id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if owner.is_some_and(|o| o != a.org) {
+                    return Err(StoreError::NotFound("appointment"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Queries. Every one filters on org_id first: isolation is in the SQL, not in the callers.
+
+#[derive(sqlx::FromRow)]
+struct CallRow {
+    org_id: OrgId,
+    sid: CallSid,
+    assistant_id: Option<AssistantId>,
+    from_number: String,
+    to_number: String,
+    direction: String,
+    status: String,
+    started_at: DbTime,
+    ended_at: Option<DbTime>,
+    end_reason: Option<String>,
+    duration_ms: Option<i64>,
+}
+
+impl From<CallRow> for CallSummary {
+    fn from(r: CallRow) -> Self {
+        CallSummary {
+            org: r.org_id,
+            sid: r.sid,
+            assistant: r.assistant_id,
+            from: r.from_number,
+            to: r.to_number,
+            direction: r.direction,
+            status: r.status,
+            started_at: r.started_at.0,
+            ended_at: r.ended_at.map(|t| t.0),
+            end_reason: r.end_reason,
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+// One statement per filter combination (rather than `$2 IS NULL OR ...`) so each has a plan that walks the
+// matching index in order and stops after `limit` rows.
+const LIST_CALLS: &str = "SELECT org_id, sid, assistant_id, from_number, to_number, direction, status, started_at, \
+    ended_at, end_reason, duration_ms FROM calls WHERE org_id = $1 \
+    ORDER BY started_at DESC, sid DESC LIMIT $2";
+const LIST_CALLS_BEFORE: &str = "SELECT org_id, sid, assistant_id, from_number, to_number, direction, status, \
+    started_at, ended_at, end_reason, duration_ms FROM calls WHERE org_id = $1 AND started_at < $3 \
+    ORDER BY started_at DESC, sid DESC LIMIT $2";
+const LIST_CALLS_STATUS: &str = "SELECT org_id, sid, assistant_id, from_number, to_number, direction, status, \
+    started_at, ended_at, end_reason, duration_ms FROM calls WHERE org_id = $1 AND status = $3 \
+    ORDER BY started_at DESC, sid DESC LIMIT $2";
+const LIST_CALLS_STATUS_BEFORE: &str = "SELECT org_id, sid, assistant_id, from_number, to_number, direction, \
+    status, started_at, ended_at, end_reason, duration_ms FROM calls WHERE org_id = $1 AND status = $3 \
+    AND started_at < $4 ORDER BY started_at DESC, sid DESC LIMIT $2";
+
+pub(super) async fn list_calls(
+    pool: &DbPool,
+    org: OrgId,
+    status: Option<&str>,
+    before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<CallSummary>, StoreError> {
+    let rows: Vec<CallRow> = match (status, before) {
+        (None, None) => sqlx::query_as(LIST_CALLS).bind(org).bind(limit).fetch_all(pool).await?,
+        (None, Some(b)) => {
+            sqlx::query_as(LIST_CALLS_BEFORE).bind(org).bind(limit).bind(DbTime(b)).fetch_all(pool).await?
+        }
+        (Some(s), None) => sqlx::query_as(LIST_CALLS_STATUS).bind(org).bind(limit).bind(s).fetch_all(pool).await?,
+        (Some(s), Some(b)) => {
+            sqlx::query_as(LIST_CALLS_STATUS_BEFORE)
+                .bind(org)
+                .bind(limit)
+                .bind(s)
+                .bind(DbTime(b))
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    Ok(rows.into_iter().map(CallSummary::from).collect())
+}
+
+pub(super) async fn count_calls(pool: &DbPool, org: OrgId, status: Option<&str>) -> Result<i64, StoreError> {
+    let n: i64 = match status {
+        None => sqlx::query_scalar("SELECT COUNT(*) FROM calls WHERE org_id = $1").bind(org).fetch_one(pool).await?,
+        Some(s) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM calls WHERE org_id = $1 AND status = $2")
+                .bind(org)
+                .bind(s)
+                .fetch_one(pool)
+                .await?
+        }
+    };
+    Ok(n)
+}
+
+pub(super) async fn get_call(pool: &DbPool, org: OrgId, sid: &CallSid) -> Result<Option<CallSummary>, StoreError> {
+    let row: Option<CallRow> = sqlx::query_as(
+        "SELECT org_id, sid, assistant_id, from_number, to_number, direction, status, started_at, ended_at, \
+         end_reason, duration_ms FROM calls WHERE org_id = $1 AND sid = $2",
+    )
+    .bind(org)
+    .bind(sid)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(CallSummary::from))
+}
+
+#[derive(sqlx::FromRow)]
+struct TurnRow {
+    org_id: OrgId,
+    call_sid: CallSid,
+    seq: i32,
+    role: String,
+    text: String,
+    heard_text: Option<String>,
+    interrupted: bool,
+    start_ms: i64,
+    end_ms: i64,
+    endpointing_ms: Option<i64>,
+    stt_ms: Option<i64>,
+    brain_first_token_ms: Option<i64>,
+    tts_first_audio_ms: Option<i64>,
+    voice_to_voice_ms: Option<i64>,
+}
+
+pub(super) async fn list_turns(pool: &DbPool, org: OrgId, sid: &CallSid) -> Result<Vec<TurnRecord>, StoreError> {
+    let rows: Vec<TurnRow> = sqlx::query_as(
+        "SELECT org_id, call_sid, seq, role, text, heard_text, interrupted, start_ms, end_ms, endpointing_ms, \
+         stt_ms, brain_first_token_ms, tts_first_audio_ms, voice_to_voice_ms FROM turns \
+         WHERE call_sid = $1 AND org_id = $2 ORDER BY seq",
+    )
+    .bind(sid)
+    .bind(org)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TurnRecord {
+            org: r.org_id,
+            sid: r.call_sid,
+            seq: r.seq,
+            role: r.role,
+            text: r.text,
+            heard_text: r.heard_text,
+            interrupted: r.interrupted,
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+            latency: crate::model::TurnLatency {
+                endpointing_ms: r.endpointing_ms,
+                stt_ms: r.stt_ms,
+                brain_first_token_ms: r.brain_first_token_ms,
+                tts_first_audio_ms: r.tts_first_audio_ms,
+                voice_to_voice_ms: r.voice_to_voice_ms,
+            },
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    org_id: OrgId,
+    call_sid: CallSid,
+    seq: i32,
+    at_ms: i64,
+    kind: String,
+    detail: serde_json::Value,
+}
+
+pub(super) async fn list_events(pool: &DbPool, org: OrgId, sid: &CallSid) -> Result<Vec<EventRecord>, StoreError> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT org_id, call_sid, seq, at_ms, kind, detail FROM call_events \
+         WHERE call_sid = $1 AND org_id = $2 ORDER BY seq",
+    )
+    .bind(sid)
+    .bind(org)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| EventRecord { org: r.org_id, sid: r.call_sid, seq: r.seq, at_ms: r.at_ms, kind: r.kind, detail: r.detail })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct RecordingRow {
+    org_id: OrgId,
+    call_sid: CallSid,
+    location: String,
+    channels: i32,
+    sample_rate: i32,
+    duration_ms: i64,
+    sha256: String,
+}
+
+pub(super) async fn get_recording(
+    pool: &DbPool,
+    org: OrgId,
+    sid: &CallSid,
+) -> Result<Option<RecordingRecord>, StoreError> {
+    let row: Option<RecordingRow> = sqlx::query_as(
+        "SELECT org_id, call_sid, location, channels, sample_rate, duration_ms, sha256 FROM recordings \
+         WHERE call_sid = $1 AND org_id = $2",
+    )
+    .bind(sid)
+    .bind(org)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| RecordingRecord {
+        org: r.org_id,
+        sid: r.call_sid,
+        location: r.location,
+        channels: r.channels,
+        sample_rate: r.sample_rate,
+        duration_ms: r.duration_ms,
+        sha256: r.sha256,
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct ContactRow {
+    org_id: OrgId,
+    phone: String,
+    name: Option<String>,
+    email: Option<String>,
+    notes: Option<String>,
+    updated_at: DbTime,
+}
+
+pub(super) async fn get_contact(pool: &DbPool, org: OrgId, phone: &str) -> Result<Option<ContactRecord>, StoreError> {
+    let row: Option<ContactRow> = sqlx::query_as(
+        "SELECT org_id, phone, name, email, notes, updated_at FROM contacts WHERE org_id = $1 AND phone = $2",
+    )
+    .bind(org)
+    .bind(phone)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| ContactRecord {
+        org: r.org_id,
+        phone: r.phone,
+        name: r.name,
+        email: r.email,
+        notes: r.notes,
+        updated_at: r.updated_at.0,
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct AppointmentRow {
+    id: Uuid,
+    org_id: OrgId,
+    call_sid: Option<CallSid>,
+    contact_phone: Option<String>,
+    starts_at: DbTime,
+    duration_min: i32,
+    reason: String,
+    status: String,
+    updated_at: DbTime,
+}
+
+pub(super) async fn list_appointments(
+    pool: &DbPool,
+    org: OrgId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<AppointmentRecord>, StoreError> {
+    let rows: Vec<AppointmentRow> = sqlx::query_as(
+        "SELECT id, org_id, call_sid, contact_phone, starts_at, duration_min, reason, status, updated_at \
+         FROM appointments WHERE org_id = $1 AND starts_at >= $2 AND starts_at < $3 ORDER BY starts_at, id",
+    )
+    .bind(org)
+    .bind(DbTime(from))
+    .bind(DbTime(to))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AppointmentRecord {
+            org: r.org_id,
+            id: r.id,
+            call: r.call_sid,
+            contact_phone: r.contact_phone,
+            starts_at: r.starts_at.0,
+            duration_min: r.duration_min,
+            reason: r.reason,
+            status: r.status,
+            updated_at: r.updated_at.0,
+        })
+        .collect())
+}

@@ -1,0 +1,6 @@
+//! stub
+#[derive(Debug)]
+pub struct StoredRecording;
+pub trait RecordingStore {}
+#[derive(Debug)]
+pub struct LocalRecordingStore;

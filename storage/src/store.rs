@@ -1,0 +1,319 @@
+//! [`Store`]: one API over a Postgres or SQLite pool.
+//!
+//! The SQL lives once, in `backend.rs`, which is compiled twice (`include!`) with `Db` bound to
+//! `sqlx::Sqlite` and to `sqlx::Postgres`. Both schemas keep the same table and column names, and every query
+//! is written in the dialect the two share (`$n` parameters, `ON CONFLICT ... DO UPDATE ... WHERE`,
+//! `RETURNING`), so there is one implementation to read and test, type-checked against each driver.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::ids::{AssistantId, CallSid, OrgId};
+use crate::model::{
+    AppointmentRecord, Assistant, CallQuery, CallSummary, ContactRecord, EventRecord, NewAssistant,
+    RecordingRecord, TurnRecord, WriteOp,
+};
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Name of the SQLite database file inside the data directory.
+pub const SQLITE_FILE_NAME: &str = "voxanne.db";
+
+/// Page size when [`CallQuery::limit`] is 0.
+pub const DEFAULT_PAGE: u32 = 50;
+/// Largest page [`Store::list_calls`] returns: a dashboard page, not an export; bounds the work one request
+/// can ask of the database.
+pub const MAX_PAGE: u32 = 500;
+
+/// The organisation [`Store::ensure_default_org`] creates: fixed, so every one-box install and every restart
+/// agree on it without a lookup table.
+pub const DEFAULT_ORG_ID: OrgId = OrgId(Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0001));
+/// The assistant [`Store::ensure_default_org`] creates in [`DEFAULT_ORG_ID`].
+pub const DEFAULT_ASSISTANT_ID: AssistantId =
+    AssistantId(Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0002));
+
+/// Connection settings. The defaults suit one media server; tests shorten the timeouts so an outage is seen
+/// quickly.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Pool size. 8 for Postgres: the writer uses one connection at a time and the dashboard a few; SQLite
+    /// uses at most 4 (one writer at a time anyway, WAL readers beside it).
+    pub max_connections: u32,
+    /// How long a query waits for a connection before failing (and the write queue retrying). 5 s: long
+    /// enough for a Postgres restart's reconnect, short enough that the health endpoint answers.
+    pub acquire_timeout: Duration,
+    /// How long SQLite waits on a lock held by another connection or process before `SQLITE_BUSY`.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The call metadata store. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Runs the same backend function on whichever pool the store has.
+macro_rules! dispatch {
+    ($self:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
+        match &$self.pool {
+            Pool::Sqlite(pool) => sqlite_impl::$f(pool, $($arg),*).await,
+            Pool::Postgres(pool) => postgres_impl::$f(pool, $($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// `None` => SQLite file [`SQLITE_FILE_NAME`] in `data_dir` (directory created if missing);
+    /// `Some("postgres://...")` => Postgres; `Some("sqlite:...")` => that SQLite database. Runs migrations.
+    pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(database_url, data_dir, &StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with explicit connection settings.
+    pub async fn open_with(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        opts: &StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let store = match database_url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => {
+                std::fs::create_dir_all(data_dir)?;
+                let conn = SqliteConnectOptions::new().filename(data_dir.join(SQLITE_FILE_NAME));
+                Self::open_sqlite(conn, opts).await?
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let conn = PgConnectOptions::from_str(url)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .connect_with(conn)
+                    .await?;
+                Store { pool: Pool::Postgres(pool) }
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                Self::open_sqlite(SqliteConnectOptions::from_str(url)?, opts).await?
+            }
+            Some(_) => return Err(StoreError::UnsupportedUrl),
+        };
+        store.migrate().await?;
+        tracing::info!(backend = store.backend(), "storage opened");
+        Ok(store)
+    }
+
+    async fn open_sqlite(conn: SqliteConnectOptions, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let conn = conn
+            .create_if_missing(true)
+            // WAL: the dashboard reads while the writer writes.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed call survives power loss, not only a crash; the write queue batches
+            // commits, so the fsync per commit is affordable.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(opts.sqlite_busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections.min(4))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(conn)
+            .await?;
+        Ok(Store { pool: Pool::Sqlite(pool) })
+    }
+
+    /// Applies pending migrations (`migrations/sqlite` or `migrations/postgres`, embedded at build time).
+    /// Safe to run concurrently from several processes (sqlx takes a lock) and when already up to date.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            Pool::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A cheap round trip (`SELECT 1`), for the health endpoint.
+    pub async fn health(&self) -> Result<(), StoreError> {
+        dispatch!(self, health())
+    }
+
+    /// Closes the pool; in-flight queries finish first.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Creates (idempotently) the default organisation and assistant ([`DEFAULT_ORG_ID`],
+    /// [`DEFAULT_ASSISTANT_ID`]) and returns them; for one-box setups and the demo. An existing default
+    /// assistant is left as it is (staff may have edited it).
+    pub async fn ensure_default_org(&self) -> Result<(OrgId, AssistantId), StoreError> {
+        let assistant = NewAssistant {
+            name: "Reception".to_owned(),
+            greeting: "Hello, thank you for calling. How can I help you today?".to_owned(),
+            voice: "default".to_owned(),
+            transfer_number: None,
+            settings: serde_json::json!({}),
+        };
+        dispatch!(self, ensure_default_org(&assistant, Utc::now()))?;
+        Ok((DEFAULT_ORG_ID, DEFAULT_ASSISTANT_ID))
+    }
+
+    pub async fn create_org(&self, name: &str) -> Result<OrgId, StoreError> {
+        let id = OrgId::new();
+        dispatch!(self, create_org(id, name, Utc::now()))?;
+        Ok(id)
+    }
+
+    /// Fails with `NotFound("organisation")` if `org` does not exist.
+    pub async fn create_assistant(&self, org: OrgId, a: &NewAssistant) -> Result<AssistantId, StoreError> {
+        let id = AssistantId::new();
+        dispatch!(self, create_assistant(org, id, a, Utc::now()))?;
+        Ok(id)
+    }
+
+    /// Points a phone number (E.164, Twilio's `To`) at an assistant of `org`; re-assigning moves it.
+    /// Fails with `NotFound("assistant")` if the assistant is not `org`'s.
+    pub async fn assign_number(&self, org: OrgId, assistant: AssistantId, e164: &str) -> Result<(), StoreError> {
+        dispatch!(self, assign_number(org, assistant, e164, Utc::now()))
+    }
+
+    /// Which org/assistant answers calls to this number (Twilio's `To`).
+    pub async fn resolve_number(&self, e164: &str) -> Result<Option<(OrgId, AssistantId)>, StoreError> {
+        dispatch!(self, resolve_number(e164))
+    }
+
+    pub async fn get_assistant(&self, org: OrgId, id: AssistantId) -> Result<Option<Assistant>, StoreError> {
+        dispatch!(self, get_assistant(org, id))
+    }
+
+    /// The assistant's knowledge base (free text the brain may consult), `None` if no such assistant in `org`.
+    pub async fn knowledge_base(&self, org: OrgId, id: AssistantId) -> Result<Option<String>, StoreError> {
+        dispatch!(self, knowledge_base(org, id))
+    }
+
+    /// Replaces the assistant's knowledge base. `NotFound("assistant")` if no such assistant in `org`.
+    pub async fn set_knowledge_base(&self, org: OrgId, id: AssistantId, text: &str) -> Result<(), StoreError> {
+        dispatch!(self, set_knowledge_base(org, id, text, Utc::now()))
+    }
+
+    /// Applies one write, idempotently (see [`WriteOp`]). Callers on the audio path use
+    /// [`WriteQueue`](crate::WriteQueue) instead, which never waits on the database.
+    pub async fn apply(&self, op: &WriteOp) -> Result<(), StoreError> {
+        self.apply_batch(std::slice::from_ref(op)).await
+    }
+
+    /// Applies several writes in one transaction: all land or none do. The write queue commits in batches
+    /// this way (one fsync for many turns).
+    pub async fn apply_batch(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, apply_batch(ops, Utc::now()))
+    }
+
+    /// The org's calls, newest first, optionally by status, keyset-paged on `started_at`.
+    pub async fn list_calls(&self, org: OrgId, q: &CallQuery) -> Result<Vec<CallSummary>, StoreError> {
+        let limit = match q.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        dispatch!(self, list_calls(org, q.status.as_deref(), q.before, i64::from(limit)))
+    }
+
+    /// How many calls the org has (optionally with a status).
+    pub async fn count_calls(&self, org: OrgId, status: Option<&str>) -> Result<i64, StoreError> {
+        dispatch!(self, count_calls(org, status))
+    }
+
+    pub async fn get_call(&self, org: OrgId, sid: &CallSid) -> Result<Option<CallSummary>, StoreError> {
+        dispatch!(self, get_call(org, sid))
+    }
+
+    /// The call's turns in order; empty if the call is not `org`'s.
+    pub async fn list_turns(&self, org: OrgId, sid: &CallSid) -> Result<Vec<TurnRecord>, StoreError> {
+        dispatch!(self, list_turns(org, sid))
+    }
+
+    /// The call's events in order; empty if the call is not `org`'s.
+    pub async fn list_events(&self, org: OrgId, sid: &CallSid) -> Result<Vec<EventRecord>, StoreError> {
+        dispatch!(self, list_events(org, sid))
+    }
+
+    pub async fn get_recording(&self, org: OrgId, sid: &CallSid) -> Result<Option<RecordingRecord>, StoreError> {
+        dispatch!(self, get_recording(org, sid))
+    }
+
+    pub async fn get_contact(&self, org: OrgId, phone: &str) -> Result<Option<ContactRecord>, StoreError> {
+        dispatch!(self, get_contact(org, phone))
+    }
+
+    /// The org's appointments starting in `[from, to)`, earliest first.
+    pub async fn list_appointments(
+        &self,
+        org: OrgId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AppointmentRecord>, StoreError> {
+        dispatch!(self, list_appointments(org, from, to))
+    }
+}
+
+/// Status order for Twilio's call statuses. A call's status only ever moves to a higher rank; all terminal
+/// statuses share the top rank, so the first one to land stays.
+pub(crate) fn status_rank(status: &str) -> i32 {
+    match status {
+        "queued" => 1,
+        "initiated" => 2,
+        "ringing" => 3,
+        "in-progress" | "answered" => 4,
+        "completed" | "busy" | "failed" | "no-answer" | "canceled" => 5,
+        // Unknown words never displace a known status.
+        _ => 0,
+    }
+}
+
+const RANK_IN_PROGRESS: i32 = 4;
+const RANK_TERMINAL: i32 = 5;
+
+mod sqlite_impl {
+    type Db = sqlx::Sqlite;
+    include!("backend.rs");
+}
+
+mod postgres_impl {
+    type Db = sqlx::Postgres;
+    include!("backend.rs");
+}
