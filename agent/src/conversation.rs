@@ -1,0 +1,1321 @@
+//! The conversation core: a sans-IO state machine that owns turn-taking for one call.
+//!
+//! The driver (one task per call, in `telephony`) feeds it [`Input`]s with the current time via
+//! [`Conversation::handle_input`], then drains [`Conversation::poll_output`] and sleeps until
+//! [`Conversation::poll_timeout`]. The core never reads a clock and never does I/O; media time is
+//! counted in caller samples (8 kHz), so every rule below is testable in virtual time.
+//!
+//! What it does:
+//! - greets first, then listens: caller audio is upsampled to 16 kHz, scored by the VAD and
+//!   endpointed; each finished caller turn goes out as [`Output::Transcribe`].
+//! - asks the brain ([`Output::AskBrain`]), turns each streamed sentence into a TTS request
+//!   ([`Output::Synthesize`]), and queues the synthesised audio for playout.
+//! - paces playout itself: 20 ms frames are released on an anchored schedule (no drift, no
+//!   sleeps), at most [`PLAYOUT_LEAD`] ahead of real time, each sentence followed by a named mark.
+//! - barge-in: caller speech during agent playout that lasts `barge_in_min_ms` stops the agent at
+//!   once ([`Output::Clear`] + cancellations) and the agent's turn is recorded as what the caller
+//!   heard, judged by the marks Twilio echoed, not as what was generated.
+//! - DTMF, silence prompts, hang-up after repeated silence, a maximum call length and a graceful
+//!   goodbye.
+//!
+//! Invariant: the brain's history holds, for agent turns, only what the caller actually heard.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use media::endpoint::{EndpointConfig, EndpointEvent, Endpointer};
+use media::resample::Resampler;
+use media::vad::VoiceDetector;
+use media::{ENGINE_FRAME, ENGINE_RATE, PHONE_FRAME, PHONE_RATE, mulaw};
+
+use crate::engine::{Action, BrainRequest, CallerInput, EngineError, Message, Role};
+
+/// Time as the core sees it: elapsed since the driver's epoch (normally the call's start).
+pub type Now = Duration;
+
+/// Length of one outbound frame: Twilio plays 20 ms μ-law frames.
+pub const FRAME_DURATION: Duration = Duration::from_millis(20);
+
+/// How far ahead of real time playout may run. Three frames (60 ms) keep Twilio's jitter buffer
+/// from running dry when our task is scheduled late, yet a barge-in `clear` has at most 60 ms of
+/// already-sent audio to discard; Twilio itself asks not to be flooded.
+pub const PLAYOUT_LEAD: Duration = Duration::from_millis(60);
+
+/// Prefix of the marks we send after each sentence; the rest is the segment number.
+const MARK_PREFIX: &str = "seg-";
+
+/// Identifies one caller turn (and the agent reply to it) within a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TurnId(pub u32);
+
+/// Identifies one TTS request (a sentence) within a call. Ids only grow, so "everything up to
+/// N" names a set of requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentId(pub u32);
+
+/// Turn-taking settings. Defaults are documented with how they were chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationConfig {
+    /// Said when the call connects, before the caller speaks.
+    pub greeting: String,
+    /// Endpointer thresholds (see [`EndpointConfig`]).
+    pub endpoint: EndpointConfig,
+    /// Voiced caller speech needed to interrupt the agent. 400 ms: a cough, "mm-hm" or "yeah"
+    /// (typically 150–350 ms voiced) does not cut in; "no, wait" does.
+    pub barge_in_min_ms: u32,
+    /// Audio kept before the detected start of speech, so STT hears the first phoneme
+    /// (the VAD needs a few frames to commit). 300 ms.
+    pub pre_roll_ms: u32,
+    /// Audio kept after the last speech frame: word-final consonants are quiet. 200 ms.
+    pub tail_ms: u32,
+    /// Caller silence (agent idle) before a prompt. 8 s: long enough to look something up.
+    pub silence_timeout: Duration,
+    /// What the agent says after `silence_timeout`.
+    pub silence_prompt: String,
+    /// Prompts before the agent says goodbye and hangs up. 2.
+    pub max_silence_prompts: u32,
+    /// Longest call; then the agent says goodbye. 15 minutes.
+    pub max_call: Duration,
+    /// Said before the agent hangs up on its own (silence, maximum length).
+    pub goodbye: String,
+    /// Said when the brain fails before saying anything.
+    pub apology: String,
+    /// How long after the last frame's play time we wait for Twilio to echo its marks before
+    /// assuming the audio was heard. 2 s: Twilio echoes within a frame or two of playback.
+    pub mark_grace: Duration,
+}
+
+impl Default for ConversationConfig {
+    fn default() -> Self {
+        Self {
+            greeting: "Hello, thank you for calling. How can I help you today?".into(),
+            endpoint: EndpointConfig::default(),
+            barge_in_min_ms: 400,
+            pre_roll_ms: 300,
+            tail_ms: 200,
+            silence_timeout: Duration::from_secs(8),
+            silence_prompt: "Are you still there?".into(),
+            max_silence_prompts: 2,
+            max_call: Duration::from_secs(15 * 60),
+            goodbye: "Thank you for calling. Goodbye.".into(),
+            apology: "I'm sorry, I'm having trouble right now. Could you say that again?".into(),
+            mark_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller hung up (Twilio sent `stop` or closed the socket).
+    CallerHungUp,
+    /// The brain decided the conversation was over.
+    AgentHungUp,
+    /// The caller stayed silent through every prompt.
+    SilenceTimeout,
+    /// The call reached `max_call`.
+    MaxDuration,
+    /// The caller was handed to a human.
+    Transfer { to: String },
+}
+
+impl EndReason {
+    /// Stable name, as stored.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndReason::CallerHungUp => "caller_hung_up",
+            EndReason::AgentHungUp => "agent_hung_up",
+            EndReason::SilenceTimeout => "silence_timeout",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::Transfer { .. } => "transfer",
+        }
+    }
+}
+
+/// Per-stage latency of a turn, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// End of caller speech to the endpoint decision (media time).
+    pub endpointing_ms: Option<u32>,
+    /// Endpoint decision to transcript.
+    pub stt_ms: Option<u32>,
+    /// Brain asked to first text.
+    pub brain_first_token_ms: Option<u32>,
+    /// First TTS request to first audio.
+    pub tts_first_audio_ms: Option<u32>,
+    /// End of caller speech to the first agent frame sent.
+    pub voice_to_voice_ms: Option<u32>,
+}
+
+/// A finished turn, for the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnSummary {
+    /// Order within the call, from 0.
+    pub seq: u32,
+    pub role: Role,
+    /// What was said (agent: what was generated).
+    pub text: String,
+    /// Agent turns: what the caller actually heard.
+    pub heard: Option<String>,
+    /// Agent turns: cut off by the caller or the call's end.
+    pub interrupted: bool,
+    /// Media time, milliseconds from the start of the stream.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub latency: Latency,
+}
+
+/// Something worth recording about the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEvent {
+    /// Order within the call, from 0.
+    pub seq: u32,
+    /// Media time in milliseconds.
+    pub at_ms: u64,
+    /// `start`, `dtmf`, `barge_in`, `backchannel`, `silence_prompt`, `error`, `hangup`, ...
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// One 20 ms frame of agent audio, due now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaFrame {
+    /// μ-law, ready for Twilio.
+    pub ulaw: [u8; PHONE_FRAME],
+    /// The same audio as PCM, for the recording.
+    pub pcm: [i16; PHONE_FRAME],
+    /// Media time (caller samples received) when it was released: where it goes in the
+    /// recording.
+    pub at_sample: u64,
+}
+
+/// Inputs to the core.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// The media stream started: greet.
+    Start,
+    /// One frame of caller audio, 8 kHz PCM (normally 160 samples).
+    CallerAudio(&'a [i16]),
+    /// A keypad press.
+    Dtmf(char),
+    /// Twilio echoed a mark: the audio before it has been played.
+    MarkPlayed(&'a str),
+    /// Speech-to-text finished for a turn.
+    Transcript {
+        turn: TurnId,
+        result: Result<String, EngineError>,
+    },
+    /// The brain streamed text for a turn.
+    BrainText { turn: TurnId, text: String },
+    /// The brain finished a turn, with an action to take after speaking.
+    BrainDone {
+        turn: TurnId,
+        result: Result<Option<Action>, EngineError>,
+    },
+    /// Synthesised audio for a segment, 8 kHz PCM, in order.
+    SpeechAudio {
+        segment: SegmentId,
+        samples: &'a [i16],
+    },
+    /// A segment's synthesis is complete (or failed).
+    SpeechDone {
+        segment: SegmentId,
+        result: Result<(), EngineError>,
+    },
+    /// Nothing happened; time passed (the driver's timer fired).
+    Timeout,
+    /// The stream ended (Twilio `stop`, or the socket closed).
+    Stop,
+}
+
+/// Effects the driver must carry out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this frame to Twilio now.
+    Media(Box<MediaFrame>),
+    /// Send a mark with this name now.
+    Mark(String),
+    /// Send `clear`: drop the audio Twilio has buffered.
+    Clear,
+    /// Transcribe this caller turn (mono PCM at `sample_rate`).
+    Transcribe {
+        turn: TurnId,
+        audio: Vec<i16>,
+        sample_rate: u32,
+    },
+    /// Ask the brain for a reply.
+    AskBrain { turn: TurnId, request: BrainRequest },
+    /// Synthesise this text; deliver audio as [`Input::SpeechAudio`] in request order.
+    Synthesize { segment: SegmentId, text: String },
+    /// Stop the brain turn; its late results will be ignored anyway.
+    CancelBrain { turn: TurnId },
+    /// Stop every synthesis request up to and including this segment.
+    CancelSpeech { through: SegmentId },
+    /// A turn is finished: persist it.
+    TurnFinished(TurnSummary),
+    /// Something happened: persist it.
+    Event(CallEvent),
+    /// End the call (close the media stream) for this reason.
+    Hangup(EndReason),
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConversationStats {
+    pub caller_frames: u64,
+    pub frames_sent: u64,
+    /// Times playout ran dry in the middle of an agent turn (TTS slower than real time).
+    pub underruns: u64,
+    pub barge_ins: u64,
+    pub backchannels: u64,
+    /// Marks we did not expect (e.g. those Twilio echoes for audio dropped by a `clear`).
+    pub stale_marks: u64,
+    /// Results that arrived for a turn or segment already cancelled.
+    pub stale_results: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentKind {
+    Greeting,
+    Reply,
+    Prompt,
+    Goodbye,
+}
+
+#[derive(Debug)]
+struct Segment {
+    id: SegmentId,
+    text: String,
+    /// Samples (8 kHz) queued for playout.
+    queued: u64,
+    synth_done: bool,
+    /// Twilio echoed this segment's mark.
+    heard_at: Option<Now>,
+    /// When its first frame was released.
+    first_sent: Option<Now>,
+}
+
+#[derive(Debug)]
+struct AgentTurn {
+    turn: Option<TurnId>,
+    kind: AgentKind,
+    /// The caller input this turn answers, restored if the turn is abandoned unheard.
+    caller_text: Option<String>,
+    segments: Vec<Segment>,
+    brain_done: bool,
+    action: Option<Action>,
+    asked_at: Now,
+    first_text_at: Option<Now>,
+    first_synth_at: Option<Now>,
+    first_audio_at: Option<Now>,
+    first_sent_at: Option<Now>,
+    first_sent_sample: Option<u64>,
+    /// Due time of the last frame released: marks should come back soon after it.
+    last_frame_due: Option<Now>,
+    /// The caller turn this answers: (time of the endpoint decision, endpointing ms, stt ms).
+    answers: Option<(Now, u32, u32)>,
+}
+
+impl AgentTurn {
+    fn new(kind: AgentKind, turn: Option<TurnId>, now: Now) -> Self {
+        Self {
+            turn,
+            kind,
+            caller_text: None,
+            segments: Vec::new(),
+            brain_done: turn.is_none(),
+            action: None,
+            asked_at: now,
+            first_text_at: None,
+            first_synth_at: None,
+            first_audio_at: None,
+            first_sent_at: None,
+            first_sent_sample: None,
+            last_frame_due: None,
+            answers: None,
+        }
+    }
+
+    fn segment_mut(&mut self, id: SegmentId) -> Option<&mut Segment> {
+        self.segments.iter_mut().find(|s| s.id == id)
+    }
+
+    fn text(&self) -> String {
+        join(self.segments.iter().map(|s| s.text.as_str()))
+    }
+
+    /// What the caller heard by `now`: every segment whose mark came back, then the part of the
+    /// segment playing now, estimated by how long it has been playing (words in proportion).
+    fn heard(&self, now: Now) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut previous_end: Option<Now> = None;
+        for s in &self.segments {
+            if s.heard_at.is_some() {
+                parts.push(s.text.clone());
+                previous_end = s.heard_at;
+                continue;
+            }
+            let Some(first_sent) = s.first_sent else {
+                break;
+            };
+            let started = previous_end.map_or(first_sent, |p| p.max(first_sent));
+            let duration = s.queued as f64 / f64::from(PHONE_RATE);
+            if duration > 0.0 {
+                let played = now.saturating_sub(started).as_secs_f64();
+                let fraction = (played / duration).clamp(0.0, 1.0);
+                let words: Vec<&str> = s.text.split_whitespace().collect();
+                let n = (words.len() as f64 * fraction).floor() as usize;
+                if n > 0 {
+                    parts.push(words[..n].join(" "));
+                }
+            }
+            break;
+        }
+        join(parts.iter().map(String::as_str))
+    }
+
+    fn all_heard(&self) -> bool {
+        self.segments
+            .iter()
+            .all(|s| s.heard_at.is_some() || (s.synth_done && s.queued == 0))
+    }
+
+    fn synthesis_done(&self) -> bool {
+        self.brain_done && self.segments.iter().all(|s| s.synth_done)
+    }
+}
+
+fn join<'a>(parts: impl Iterator<Item = &'a str>) -> String {
+    parts
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Debug)]
+enum PlayoutItem {
+    Frame {
+        segment: SegmentId,
+        pcm: [i16; PHONE_FRAME],
+    },
+    Mark(SegmentId),
+}
+
+/// A caller turn being captured.
+#[derive(Debug)]
+struct CallerTurn {
+    /// 16 kHz audio from pre-roll onwards.
+    audio: Vec<i16>,
+    /// Voiced time so far.
+    voiced_ms: u32,
+    /// Reached `barge_in_min_ms`: a real turn, not a backchannel.
+    confirmed: bool,
+}
+
+/// A caller turn handed to STT.
+#[derive(Debug)]
+struct PendingTranscript {
+    start_ms: u64,
+    end_ms: u64,
+    endpointed_at: Now,
+    endpointing_ms: u32,
+    result: Option<Result<String, EngineError>>,
+    arrived_at: Option<Now>,
+}
+
+/// The boxed detector, so [`Conversation`] can derive `Debug`.
+struct Detector(Box<dyn VoiceDetector>);
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VoiceDetector")
+    }
+}
+
+/// Errors building a conversation.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    #[error("cannot build the caller resampler: {0}")]
+    Resampler(#[from] media::resample::ResampleError),
+}
+
+/// The conversation core for one call. See the module docs.
+#[derive(Debug)]
+pub struct Conversation {
+    config: ConversationConfig,
+    // Inbound path.
+    upsampler: Resampler,
+    vad: Detector,
+    endpointer: Endpointer,
+    /// Reused buffer for each upsampled caller frame.
+    upsampled: Vec<i16>,
+    /// Pending 16 kHz samples not yet making a whole VAD frame.
+    vad_frame: Vec<i16>,
+    /// The last `recent_cap` 16 kHz samples, for pre-roll.
+    recent: VecDeque<i16>,
+    recent_cap: usize,
+    caller_turn: Option<CallerTurn>,
+    /// Media clock: caller samples (8 kHz) received.
+    caller_samples: u64,
+    // Turn bookkeeping.
+    next_turn: u32,
+    next_segment: u32,
+    next_turn_seq: u32,
+    next_event_seq: u32,
+    pending: BTreeMap<TurnId, PendingTranscript>,
+    /// Caller text whose answer was abandoned before it was heard; prefixed to the next input.
+    carry_over: Option<String>,
+    history: Vec<Message>,
+    agent: Option<AgentTurn>,
+    // Playout.
+    playout: VecDeque<PlayoutItem>,
+    /// The current segment's samples that do not yet fill a frame.
+    partial: Vec<i16>,
+    /// Playout schedule: frame `frames_sent - anchor.1` is due at `anchor.0 + n * 20 ms`.
+    anchor: Option<(Now, u64)>,
+    // Timers and lifecycle.
+    started_at: Option<Now>,
+    idle_since: Option<Now>,
+    silence_prompts: u32,
+    /// The call is ending for this reason once the current agent turn has been heard.
+    ending: Option<EndReason>,
+    ended: Option<EndReason>,
+    outputs: VecDeque<Output>,
+    stats: ConversationStats,
+}
+
+impl Conversation {
+    /// A conversation that will detect speech with `vad`.
+    pub fn new(
+        config: ConversationConfig,
+        vad: Box<dyn VoiceDetector>,
+    ) -> Result<Self, ConversationError> {
+        let endpointer = Endpointer::new(config.endpoint, ENGINE_RATE);
+        let recent_ms = config.pre_roll_ms + config.endpoint.min_speech_ms + 40;
+        let recent_cap = (recent_ms * ENGINE_RATE / 1000) as usize;
+        Ok(Self {
+            upsampler: Resampler::new(PHONE_RATE, ENGINE_RATE)?,
+            vad: Detector(vad),
+            endpointer,
+            upsampled: Vec::with_capacity(ENGINE_FRAME * 2),
+            vad_frame: Vec::with_capacity(ENGINE_FRAME * 2),
+            recent: VecDeque::with_capacity(recent_cap),
+            recent_cap,
+            caller_turn: None,
+            caller_samples: 0,
+            next_turn: 0,
+            next_segment: 0,
+            next_turn_seq: 0,
+            next_event_seq: 0,
+            pending: BTreeMap::new(),
+            carry_over: None,
+            history: Vec::new(),
+            agent: None,
+            playout: VecDeque::new(),
+            partial: Vec::with_capacity(PHONE_FRAME),
+            anchor: None,
+            started_at: None,
+            idle_since: None,
+            silence_prompts: 0,
+            ending: None,
+            ended: None,
+            outputs: VecDeque::new(),
+            stats: ConversationStats::default(),
+            config,
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ConversationStats {
+        self.stats
+    }
+
+    /// The conversation as the brain sees it.
+    pub fn history(&self) -> &[Message] {
+        &self.history
+    }
+
+    /// Why the call ended, once it has.
+    pub fn ended(&self) -> Option<&EndReason> {
+        self.ended.as_ref()
+    }
+
+    /// Media time in milliseconds (caller audio received).
+    pub fn media_ms(&self) -> u64 {
+        self.caller_samples * 1000 / u64::from(PHONE_RATE)
+    }
+
+    /// Whether the agent is mid-turn (preparing or playing a reply).
+    pub fn agent_active(&self) -> bool {
+        self.agent.is_some()
+    }
+
+    /// The next effect to carry out, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the core next needs [`Input::Timeout`], if ever.
+    pub fn poll_timeout(&self) -> Option<Now> {
+        if self.ended.is_some() {
+            return None;
+        }
+        let mut next: Option<Now> = None;
+        let mut consider = |t: Now| next = Some(next.map_or(t, |n: Now| n.min(t)));
+        if let Some(due) = self.next_frame_due() {
+            consider(due.saturating_sub(PLAYOUT_LEAD));
+        }
+        if let Some(started) = self.started_at
+            && self.ending.is_none()
+        {
+            consider(started + self.config.max_call);
+        }
+        if let Some(idle) = self.idle_deadline() {
+            consider(idle);
+        }
+        if let Some(t) = self.mark_deadline() {
+            consider(t);
+        }
+        next
+    }
+
+    /// Feeds one input at time `now`, then runs any timers that are due.
+    pub fn handle_input(&mut self, now: Now, input: Input<'_>) {
+        if self.ended.is_some() {
+            if let Input::SpeechAudio { .. }
+            | Input::Transcript { .. }
+            | Input::BrainText { .. }
+            | Input::BrainDone { .. } = input
+            {
+                self.stats.stale_results += 1;
+            }
+            return;
+        }
+        match input {
+            Input::Start => self.handle_start(now),
+            Input::CallerAudio(samples) => self.handle_caller_audio(now, samples),
+            Input::Dtmf(digit) => self.handle_dtmf(now, digit),
+            Input::MarkPlayed(name) => self.handle_mark(now, name),
+            Input::Transcript { turn, result } => self.handle_transcript(now, turn, result),
+            Input::BrainText { turn, text } => self.handle_brain_text(now, turn, text),
+            Input::BrainDone { turn, result } => self.handle_brain_done(now, turn, result),
+            Input::SpeechAudio { segment, samples } => {
+                self.handle_speech_audio(now, segment, samples)
+            }
+            Input::SpeechDone { segment, result } => self.handle_speech_done(now, segment, result),
+            Input::Timeout => {}
+            Input::Stop => {
+                self.handle_stop(now);
+                return;
+            }
+        }
+        self.run_timers(now);
+    }
+
+    // ---- inputs -------------------------------------------------------------------------------
+
+    fn handle_start(&mut self, now: Now) {
+        if self.started_at.is_some() {
+            return;
+        }
+        self.started_at = Some(now);
+        self.event("start", String::new());
+        let greeting = self.config.greeting.clone();
+        self.speak_fixed(now, AgentKind::Greeting, &greeting);
+    }
+
+    fn handle_caller_audio(&mut self, now: Now, samples: &[i16]) {
+        self.stats.caller_frames += 1;
+        self.caller_samples += samples.len() as u64;
+        self.upsampled.clear();
+        self.upsampler.process(samples, &mut self.upsampled);
+        let mut offset = 0;
+        while offset < self.upsampled.len() {
+            let take = (ENGINE_FRAME - self.vad_frame.len()).min(self.upsampled.len() - offset);
+            self.vad_frame
+                .extend_from_slice(&self.upsampled[offset..offset + take]);
+            offset += take;
+            if self.vad_frame.len() == ENGINE_FRAME {
+                self.process_vad_frame(now);
+                self.vad_frame.clear();
+            }
+        }
+    }
+
+    fn process_vad_frame(&mut self, now: Now) {
+        let probability = self.vad.0.speech_probability(&self.vad_frame);
+        // Keep the pre-roll window.
+        for &s in &self.vad_frame {
+            if self.recent.len() == self.recent_cap {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(s);
+        }
+        if let Some(turn) = self.caller_turn.as_mut() {
+            turn.audio.extend_from_slice(&self.vad_frame);
+            if probability >= self.config.endpoint.speech_threshold {
+                turn.voiced_ms += 20;
+            }
+        }
+        match self.endpointer.push(probability, ENGINE_FRAME) {
+            Some(EndpointEvent::SpeechStarted { start }) => self.caller_started(start),
+            Some(EndpointEvent::TurnEnded { start, end, .. }) => {
+                self.caller_finished(now, start, end)
+            }
+            None => {}
+        }
+        let confirm = self
+            .caller_turn
+            .as_ref()
+            .is_some_and(|t| !t.confirmed && t.voiced_ms >= self.config.barge_in_min_ms);
+        if confirm {
+            if let Some(t) = self.caller_turn.as_mut() {
+                t.confirmed = true;
+            }
+            self.caller_confirmed(now);
+        }
+    }
+
+    fn caller_started(&mut self, start: u64) {
+        let position = self.endpointer.position();
+        let speech = (position - start) as usize;
+        let pre_roll = (self.config.pre_roll_ms * ENGINE_RATE / 1000) as usize;
+        let keep = (speech + pre_roll).min(self.recent.len());
+        let mut audio = Vec::with_capacity(ENGINE_RATE as usize * 4);
+        audio.extend(self.recent.iter().skip(self.recent.len() - keep));
+        self.caller_turn = Some(CallerTurn {
+            audio,
+            voiced_ms: (speech as u64 * 1000 / u64::from(ENGINE_RATE)) as u32,
+            confirmed: false,
+        });
+        self.idle_since = None;
+    }
+
+    /// The caller has spoken long enough to mean it: interrupt the agent if it is talking.
+    fn caller_confirmed(&mut self, now: Now) {
+        let interruptible = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.kind != AgentKind::Goodbye);
+        if interruptible {
+            self.interrupt_agent(now, "speech");
+        }
+    }
+
+    fn caller_finished(&mut self, now: Now, start: u64, end: u64) {
+        let Some(mut turn) = self.caller_turn.take() else {
+            return;
+        };
+        let agent_busy = self.agent.is_some();
+        if !turn.confirmed && agent_busy {
+            // A short sound while the agent talks: a backchannel, not a turn.
+            self.stats.backchannels += 1;
+            self.event("backchannel", format!("{} ms voiced", turn.voiced_ms));
+            return;
+        }
+        // Trim trailing silence beyond the tail.
+        let position = self.endpointer.position();
+        let tail = u64::from(self.config.tail_ms * ENGINE_RATE / 1000);
+        let excess = position.saturating_sub(end + tail) as usize;
+        let keep = turn.audio.len().saturating_sub(excess);
+        turn.audio.truncate(keep);
+        let id = TurnId(self.next_turn);
+        self.next_turn += 1;
+        let endpointing_ms = ((position - end) * 1000 / u64::from(ENGINE_RATE)) as u32;
+        self.pending.insert(
+            id,
+            PendingTranscript {
+                start_ms: start * 1000 / u64::from(ENGINE_RATE),
+                end_ms: end * 1000 / u64::from(ENGINE_RATE),
+                endpointed_at: now,
+                endpointing_ms,
+                result: None,
+                arrived_at: None,
+            },
+        );
+        self.outputs.push_back(Output::Transcribe {
+            turn: id,
+            audio: turn.audio,
+            sample_rate: ENGINE_RATE,
+        });
+    }
+
+    fn handle_transcript(&mut self, now: Now, turn: TurnId, result: Result<String, EngineError>) {
+        let Some(p) = self.pending.get_mut(&turn) else {
+            self.stats.stale_results += 1;
+            return;
+        };
+        p.result = Some(result);
+        p.arrived_at = Some(now);
+        // Answer transcripts in the order the caller spoke them.
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.get().result.is_none() {
+                break;
+            }
+            let (id, p) = entry.remove_entry();
+            self.transcribed(now, id, p);
+        }
+    }
+
+    fn transcribed(&mut self, now: Now, id: TurnId, p: PendingTranscript) {
+        let arrived = p.arrived_at.unwrap_or(now);
+        let stt_ms = ms(arrived.saturating_sub(p.endpointed_at));
+        let text = match p.result {
+            Some(Ok(text)) => text.trim().to_string(),
+            Some(Err(e)) => {
+                self.event("error", format!("speech-to-text: {e}"));
+                String::new()
+            }
+            None => String::new(),
+        };
+        if text.is_empty() {
+            // Nothing intelligible: noise. If nothing else is going on, we are idle again.
+            if self.agent.is_none() && self.pending.is_empty() && self.caller_turn.is_none() {
+                self.idle_since = Some(now);
+            }
+            return;
+        }
+        let latency = Latency {
+            endpointing_ms: Some(p.endpointing_ms),
+            stt_ms: Some(stt_ms),
+            ..Latency::default()
+        };
+        self.finish_turn(TurnSummary {
+            seq: 0,
+            role: Role::Caller,
+            text: text.clone(),
+            heard: None,
+            interrupted: false,
+            start_ms: p.start_ms,
+            end_ms: p.end_ms,
+            latency,
+        });
+        let text = match self.carry_over.take() {
+            Some(earlier) => format!("{earlier} {text}"),
+            None => text,
+        };
+        self.silence_prompts = 0;
+        if self.ending.is_some() {
+            // The agent is saying goodbye: the words are recorded, not answered.
+            return;
+        }
+        if self.caller_turn.as_ref().is_some_and(|t| t.confirmed) {
+            // The caller is still talking: wait and answer everything together.
+            self.carry_over = Some(text);
+            return;
+        }
+        if self.agent.is_some() {
+            // A newer input supersedes whatever the agent was preparing or prompting.
+            self.interrupt_agent(now, "newer_input");
+        }
+        let mut agent = AgentTurn::new(AgentKind::Reply, Some(id), now);
+        agent.caller_text = Some(text.clone());
+        agent.answers = Some((p.endpointed_at, p.endpointing_ms, stt_ms));
+        let request = BrainRequest {
+            history: self.history.clone(),
+            input: CallerInput::Speech(text.clone()),
+        };
+        self.history.push(Message {
+            role: Role::Caller,
+            text,
+        });
+        self.agent = Some(agent);
+        self.idle_since = None;
+        self.outputs
+            .push_back(Output::AskBrain { turn: id, request });
+    }
+
+    fn handle_dtmf(&mut self, now: Now, digit: char) {
+        self.event("dtmf", digit.to_string());
+        self.silence_prompts = 0;
+        if self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.kind == AgentKind::Goodbye)
+        {
+            return;
+        }
+        if self.agent.is_some() {
+            self.interrupt_agent(now, "dtmf");
+        }
+        let id = TurnId(self.next_turn);
+        self.next_turn += 1;
+        let request = BrainRequest {
+            history: self.history.clone(),
+            input: CallerInput::Dtmf(digit),
+        };
+        self.history.push(Message {
+            role: Role::Caller,
+            text: format!("(pressed {digit})"),
+        });
+        self.agent = Some(AgentTurn::new(AgentKind::Reply, Some(id), now));
+        self.idle_since = None;
+        self.outputs
+            .push_back(Output::AskBrain { turn: id, request });
+    }
+
+    fn handle_brain_text(&mut self, now: Now, turn: TurnId, text: String) {
+        let Some(agent) = self.agent.as_mut().filter(|a| a.turn == Some(turn)) else {
+            self.stats.stale_results += 1;
+            return;
+        };
+        agent.first_text_at.get_or_insert(now);
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return;
+        }
+        self.add_segment(now, text);
+    }
+
+    fn handle_brain_done(
+        &mut self,
+        now: Now,
+        turn: TurnId,
+        result: Result<Option<Action>, EngineError>,
+    ) {
+        let Some(agent) = self.agent.as_mut().filter(|a| a.turn == Some(turn)) else {
+            self.stats.stale_results += 1;
+            return;
+        };
+        agent.brain_done = true;
+        match result {
+            Ok(action) => agent.action = action,
+            Err(e) => {
+                let nothing_said = agent.segments.is_empty();
+                self.event("error", format!("brain: {e}"));
+                if nothing_said {
+                    let apology = self.config.apology.clone();
+                    self.add_segment(now, apology);
+                }
+            }
+        }
+        self.check_agent_complete(now);
+    }
+
+    fn handle_speech_audio(&mut self, now: Now, segment: SegmentId, samples: &[i16]) {
+        let Some(agent) = self.agent.as_mut() else {
+            self.stats.stale_results += 1;
+            return;
+        };
+        let Some(seg) = agent.segment_mut(segment) else {
+            self.stats.stale_results += 1;
+            return;
+        };
+        if seg.synth_done {
+            self.stats.stale_results += 1;
+            return;
+        }
+        seg.queued += samples.len() as u64;
+        agent.first_audio_at.get_or_insert(now);
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = (PHONE_FRAME - self.partial.len()).min(rest.len());
+            self.partial.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.partial.len() == PHONE_FRAME {
+                let mut pcm = [0i16; PHONE_FRAME];
+                pcm.copy_from_slice(&self.partial);
+                self.partial.clear();
+                self.playout.push_back(PlayoutItem::Frame { segment, pcm });
+            }
+        }
+        self.pump(now);
+    }
+
+    fn handle_speech_done(
+        &mut self,
+        now: Now,
+        segment: SegmentId,
+        result: Result<(), EngineError>,
+    ) {
+        let Some(seg) = self.agent.as_mut().and_then(|a| a.segment_mut(segment)) else {
+            self.stats.stale_results += 1;
+            return;
+        };
+        if seg.synth_done {
+            return;
+        }
+        seg.synth_done = true;
+        let queued = seg.queued;
+        if !self.partial.is_empty() {
+            // Pad the last partial frame with silence so the mark follows all of the sentence.
+            let mut pcm = [0i16; PHONE_FRAME];
+            pcm[..self.partial.len()].copy_from_slice(&self.partial);
+            self.partial.clear();
+            self.playout.push_back(PlayoutItem::Frame { segment, pcm });
+        }
+        if queued > 0 {
+            self.playout.push_back(PlayoutItem::Mark(segment));
+        }
+        if let Err(e) = result {
+            self.event("error", format!("text-to-speech: {e}"));
+        }
+        self.pump(now);
+        self.check_agent_complete(now);
+    }
+
+    fn handle_mark(&mut self, now: Now, name: &str) {
+        let id = name
+            .strip_prefix(MARK_PREFIX)
+            .and_then(|n| n.parse::<u32>().ok())
+            .map(SegmentId);
+        let seg = id.and_then(|id| self.agent.as_mut().and_then(|a| a.segment_mut(id)));
+        match seg {
+            Some(seg) if seg.heard_at.is_none() => {
+                seg.heard_at = Some(now);
+                self.check_agent_complete(now);
+            }
+            _ => self.stats.stale_marks += 1,
+        }
+    }
+
+    fn handle_stop(&mut self, now: Now) {
+        if let Some(agent) = self.agent.take() {
+            self.finish_agent_turn(now, agent, true);
+        }
+        self.cancel_pending_work();
+        let reason = self.ending.take().unwrap_or(EndReason::CallerHungUp);
+        self.event("stop", reason.as_str().to_string());
+        self.ended = Some(reason);
+    }
+
+    // ---- agent speech -------------------------------------------------------------------------
+
+    /// Starts an agent turn that speaks fixed text (greeting, prompt, goodbye, apology).
+    fn speak_fixed(&mut self, now: Now, kind: AgentKind, text: &str) {
+        self.agent = Some(AgentTurn::new(kind, None, now));
+        self.idle_since = None;
+        let mut buffer = format!("{text} ");
+        let sentences = crate::engine::drain_sentences(&mut buffer);
+        for s in sentences {
+            self.add_segment(now, s);
+        }
+        let rest = buffer.trim().to_string();
+        if !rest.is_empty() {
+            self.add_segment(now, rest);
+        }
+    }
+
+    fn add_segment(&mut self, now: Now, text: String) {
+        let id = SegmentId(self.next_segment);
+        self.next_segment += 1;
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        agent.first_synth_at.get_or_insert(now);
+        agent.segments.push(Segment {
+            id,
+            text: text.clone(),
+            queued: 0,
+            synth_done: false,
+            heard_at: None,
+            first_sent: None,
+        });
+        self.outputs
+            .push_back(Output::Synthesize { segment: id, text });
+    }
+
+    fn next_frame_due(&self) -> Option<Now> {
+        let (anchor_time, anchor_frames) = self.anchor?;
+        match self.playout.front()? {
+            PlayoutItem::Frame { .. } => {
+                let n = (self.stats.frames_sent - anchor_frames) as u32;
+                Some(anchor_time + FRAME_DURATION * n)
+            }
+            PlayoutItem::Mark(_) => Some(anchor_time),
+        }
+    }
+
+    /// Releases every frame that is due, and the marks between them.
+    fn pump(&mut self, now: Now) {
+        loop {
+            match self.playout.front() {
+                None => {
+                    if self.anchor.take().is_some() {
+                        let mid_turn = self.agent.as_ref().is_some_and(|a| !a.synthesis_done());
+                        if mid_turn {
+                            self.stats.underruns += 1;
+                        }
+                    }
+                    return;
+                }
+                Some(PlayoutItem::Mark(id)) => {
+                    let id = *id;
+                    self.playout.pop_front();
+                    self.outputs
+                        .push_back(Output::Mark(format!("{MARK_PREFIX}{}", id.0)));
+                }
+                Some(PlayoutItem::Frame { .. }) => {
+                    let (anchor_time, anchor_frames) =
+                        *self.anchor.get_or_insert((now, self.stats.frames_sent));
+                    let n = (self.stats.frames_sent - anchor_frames) as u32;
+                    let due = anchor_time + FRAME_DURATION * n;
+                    if due > now + PLAYOUT_LEAD {
+                        return;
+                    }
+                    let Some(PlayoutItem::Frame { segment, pcm }) = self.playout.pop_front() else {
+                        return;
+                    };
+                    let mut ulaw = [mulaw::SILENCE; PHONE_FRAME];
+                    for (u, &s) in ulaw.iter_mut().zip(pcm.iter()) {
+                        *u = mulaw::encode(s);
+                    }
+                    self.stats.frames_sent += 1;
+                    let at_sample = self.caller_samples;
+                    if let Some(agent) = self.agent.as_mut() {
+                        agent.first_sent_at.get_or_insert(now);
+                        agent.first_sent_sample.get_or_insert(at_sample);
+                        agent.last_frame_due = Some(due + FRAME_DURATION);
+                        if let Some(seg) = agent.segment_mut(segment) {
+                            seg.first_sent.get_or_insert(now.max(due));
+                        }
+                    }
+                    self.outputs.push_back(Output::Media(Box::new(MediaFrame {
+                        ulaw,
+                        pcm,
+                        at_sample,
+                    })));
+                }
+            }
+        }
+    }
+
+    fn mark_deadline(&self) -> Option<Now> {
+        let agent = self.agent.as_ref()?;
+        if !agent.synthesis_done() || !self.playout.is_empty() || agent.all_heard() {
+            return None;
+        }
+        Some(agent.last_frame_due? + self.config.mark_grace)
+    }
+
+    fn check_agent_complete(&mut self, now: Now) {
+        let complete = self.agent.as_ref().is_some_and(|a| {
+            a.synthesis_done()
+                && self.playout.is_empty()
+                && self.partial.is_empty()
+                && a.all_heard()
+        });
+        if !complete {
+            return;
+        }
+        let Some(agent) = self.agent.take() else {
+            return;
+        };
+        let kind = agent.kind;
+        let action = agent.action.clone();
+        self.finish_agent_turn(now, agent, false);
+        self.idle_since = Some(now);
+        let reason = match (kind, action) {
+            (AgentKind::Goodbye, _) => Some(self.ending.clone().unwrap_or(EndReason::AgentHungUp)),
+            (_, Some(Action::Hangup)) => Some(EndReason::AgentHungUp),
+            (_, Some(Action::Transfer { to })) => {
+                self.event("transfer", to.clone());
+                Some(EndReason::Transfer { to })
+            }
+            (_, None) => None,
+        };
+        if let Some(reason) = reason {
+            self.hang_up(reason);
+        }
+    }
+
+    fn hang_up(&mut self, reason: EndReason) {
+        self.cancel_pending_work();
+        self.event("hangup", reason.as_str().to_string());
+        self.ending = None;
+        self.ended = Some(reason.clone());
+        self.outputs.push_back(Output::Hangup(reason));
+    }
+
+    /// Forgets caller turns still being captured or transcribed: nobody will answer them.
+    fn cancel_pending_work(&mut self) {
+        self.pending.clear();
+        self.caller_turn = None;
+    }
+
+    /// Stops the agent now: drops queued audio, clears Twilio's buffer if anything was sent,
+    /// cancels the brain and TTS, and records the turn as what the caller heard.
+    fn interrupt_agent(&mut self, now: Now, cause: &str) {
+        let Some(agent) = self.agent.take() else {
+            return;
+        };
+        let sent_anything = agent.first_sent_at.is_some();
+        self.playout.clear();
+        self.partial.clear();
+        self.anchor = None;
+        if sent_anything {
+            self.outputs.push_back(Output::Clear);
+        }
+        if let Some(turn) = agent.turn
+            && !agent.brain_done
+        {
+            self.outputs.push_back(Output::CancelBrain { turn });
+        }
+        if let Some(last) = agent.segments.last()
+            && agent.segments.iter().any(|s| !s.synth_done)
+        {
+            self.outputs
+                .push_back(Output::CancelSpeech { through: last.id });
+        }
+        if sent_anything || agent.kind != AgentKind::Reply {
+            self.stats.barge_ins += 1;
+            let heard = agent.heard(now);
+            self.event(
+                "barge_in",
+                format!(
+                    "cause={cause} heard_words={} generated_words={}",
+                    heard.split_whitespace().count(),
+                    agent.text().split_whitespace().count()
+                ),
+            );
+            self.finish_agent_turn(now, agent, true);
+        } else {
+            // Nothing was heard: forget the reply and answer the caller's words together with
+            // what they say next.
+            self.event("reply_abandoned", format!("cause={cause}"));
+            if let Some(text) = agent.caller_text {
+                if self
+                    .history
+                    .last()
+                    .is_some_and(|m| m.role == Role::Caller && m.text == text)
+                {
+                    self.history.pop();
+                }
+                self.carry_over = Some(match self.carry_over.take() {
+                    Some(earlier) => format!("{earlier} {text}"),
+                    None => text,
+                });
+            }
+        }
+    }
+
+    fn finish_agent_turn(&mut self, now: Now, agent: AgentTurn, interrupted: bool) {
+        let text = agent.text();
+        let heard = if interrupted {
+            agent.heard(now)
+        } else {
+            text.clone()
+        };
+        let mut latency = Latency::default();
+        if let Some((endpointed_at, endpointing_ms, stt_ms)) = agent.answers {
+            latency.endpointing_ms = Some(endpointing_ms);
+            latency.stt_ms = Some(stt_ms);
+            latency.voice_to_voice_ms = agent
+                .first_sent_at
+                .map(|t| endpointing_ms + ms(t.saturating_sub(endpointed_at)));
+        }
+        latency.brain_first_token_ms = agent
+            .first_text_at
+            .map(|t| ms(t.saturating_sub(agent.asked_at)));
+        latency.tts_first_audio_ms = match (agent.first_audio_at, agent.first_synth_at) {
+            (Some(a), Some(s)) => Some(ms(a.saturating_sub(s))),
+            _ => None,
+        };
+        let start_ms = agent
+            .first_sent_sample
+            .map_or(self.media_ms(), |s| s * 1000 / u64::from(PHONE_RATE));
+        if !heard.is_empty() {
+            self.history.push(Message {
+                role: Role::Agent,
+                text: heard.clone(),
+            });
+        }
+        if text.is_empty() {
+            return;
+        }
+        self.finish_turn(TurnSummary {
+            seq: 0,
+            role: Role::Agent,
+            text,
+            heard: Some(heard),
+            interrupted,
+            start_ms,
+            end_ms: self.media_ms().max(start_ms),
+            latency,
+        });
+    }
+
+    // ---- timers -------------------------------------------------------------------------------
+
+    fn idle_deadline(&self) -> Option<Now> {
+        if self.agent.is_some() || self.caller_turn.is_some() || !self.pending.is_empty() {
+            return None;
+        }
+        Some(self.idle_since? + self.config.silence_timeout)
+    }
+
+    fn run_timers(&mut self, now: Now) {
+        self.pump(now);
+        if self.ended.is_some() {
+            return;
+        }
+        if let Some(started) = self.started_at
+            && self.ending.is_none()
+            && now >= started + self.config.max_call
+        {
+            self.begin_goodbye(now, EndReason::MaxDuration);
+            return;
+        }
+        if let Some(deadline) = self.idle_deadline()
+            && now >= deadline
+        {
+            self.silence_prompts += 1;
+            if self.silence_prompts > self.config.max_silence_prompts {
+                self.begin_goodbye(now, EndReason::SilenceTimeout);
+            } else {
+                self.event("silence_prompt", self.silence_prompts.to_string());
+                let prompt = self.config.silence_prompt.clone();
+                self.speak_fixed(now, AgentKind::Prompt, &prompt);
+            }
+            return;
+        }
+        if let Some(deadline) = self.mark_deadline()
+            && now >= deadline
+        {
+            // Twilio did not echo our marks: assume the audio played rather than hang forever.
+            self.event(
+                "error",
+                "mark echo overdue; assuming the audio was heard".into(),
+            );
+            if let Some(agent) = self.agent.as_mut() {
+                for s in &mut agent.segments {
+                    s.heard_at.get_or_insert(now);
+                }
+            }
+            self.check_agent_complete(now);
+        }
+    }
+
+    fn begin_goodbye(&mut self, now: Now, reason: EndReason) {
+        if self.agent.is_some() {
+            self.interrupt_agent(now, reason.as_str());
+        }
+        self.ending = Some(reason);
+        let goodbye = self.config.goodbye.clone();
+        self.speak_fixed(now, AgentKind::Goodbye, &goodbye);
+    }
+
+    // ---- records ------------------------------------------------------------------------------
+
+    fn finish_turn(&mut self, mut summary: TurnSummary) {
+        summary.seq = self.next_turn_seq;
+        self.next_turn_seq += 1;
+        self.outputs.push_back(Output::TurnFinished(summary));
+    }
+
+    fn event(&mut self, kind: &'static str, detail: String) {
+        let seq = self.next_event_seq;
+        self.next_event_seq += 1;
+        let at_ms = self.media_ms();
+        self.outputs.push_back(Output::Event(CallEvent {
+            seq,
+            at_ms,
+            kind,
+            detail,
+        }));
+    }
+}
+
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,757 @@
+//! Turn-taking tests for the conversation core, in virtual time.
+//!
+//! `Sim` is a deterministic discrete-event simulation of everything around the core: a caller
+//! who speaks (a tone) or stays silent by script, a Twilio that plays the frames it receives at
+//! real time and echoes each mark when the audio before it has played (or when `clear` drops
+//! it), and engines that answer after fixed delays. Time jumps from one event to the next; no
+//! sockets, no sleeps.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use agent::conversation::{
+    CallEvent, Conversation, ConversationConfig, EndReason, FRAME_DURATION, Input, Now, Output,
+    PLAYOUT_LEAD, SegmentId, TurnId, TurnSummary,
+};
+use agent::engine::{Action, BrainEvent, BrainRequest, CallerInput, EngineError, Role};
+use media::vad::EnergyVad;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Something an engine or Twilio will deliver later.
+#[derive(Debug)]
+enum Due {
+    Transcript(TurnId, Result<String, EngineError>),
+    BrainText(TurnId, String),
+    BrainDone(TurnId, Result<Option<Action>, EngineError>),
+    Audio(SegmentId, Vec<i16>),
+    SpeechDone(SegmentId),
+    Mark(String),
+    Dtmf(char),
+}
+
+type BrainScript = Box<dyn FnMut(&BrainRequest) -> Vec<BrainEvent>>;
+
+struct Sim {
+    conv: Conversation,
+    now: Now,
+    /// Caller speaks (a 300 Hz tone) during these intervals.
+    speech: Vec<(Now, Now)>,
+    next_caller_frame: Now,
+    /// Caller frames stop after this (the call has been hung up by the caller's side).
+    caller_until: Now,
+    queue: Vec<(Now, u64, Due)>,
+    seq: u64,
+    // Virtual Twilio.
+    play_end: Now,
+    // Engines.
+    stt_delay: Duration,
+    brain_delay: Duration,
+    tts_delay: Duration,
+    transcripts: VecDeque<String>,
+    brain: BrainScript,
+    /// Samples of tone per character of synthesised text (8 kHz).
+    samples_per_char: usize,
+    // What happened.
+    frames: Vec<Now>,
+    clears: Vec<Now>,
+    marks_sent: Vec<(Now, String)>,
+    turns: Vec<TurnSummary>,
+    events: Vec<CallEvent>,
+    asked: Vec<BrainRequest>,
+    transcribed: Vec<(TurnId, usize)>,
+    cancels: Vec<Output>,
+    hangup: Option<(Now, EndReason)>,
+}
+
+impl Sim {
+    fn new(config: ConversationConfig) -> Self {
+        let conv = Conversation::new(config, Box::new(EnergyVad::new(-40.0))).unwrap();
+        Self {
+            conv,
+            now: Duration::ZERO,
+            speech: Vec::new(),
+            next_caller_frame: Duration::ZERO,
+            caller_until: Duration::from_secs(3600),
+            queue: Vec::new(),
+            seq: 0,
+            play_end: Duration::ZERO,
+            stt_delay: ms(150),
+            brain_delay: ms(200),
+            tts_delay: ms(100),
+            transcripts: VecDeque::new(),
+            brain: Box::new(|req: &BrainRequest| match &req.input {
+                CallerInput::Speech(t) => vec![
+                    BrainEvent::Text(format!("You said {t}.")),
+                    BrainEvent::Text("Anything else?".into()),
+                ],
+                CallerInput::Dtmf(d) => vec![BrainEvent::Text(format!("You pressed {d}."))],
+            }),
+            samples_per_char: 440, // 55 ms a character
+            frames: Vec::new(),
+            clears: Vec::new(),
+            marks_sent: Vec::new(),
+            turns: Vec::new(),
+            events: Vec::new(),
+            asked: Vec::new(),
+            transcribed: Vec::new(),
+            cancels: Vec::new(),
+            hangup: None,
+        }
+    }
+
+    fn say(&mut self, from_ms: u64, to_ms: u64) {
+        self.speech.push((ms(from_ms), ms(to_ms)));
+    }
+
+    fn schedule(&mut self, at: Now, due: Due) {
+        self.seq += 1;
+        self.queue.push((at, self.seq, due));
+    }
+
+    fn speaking_at(&self, t: Now) -> bool {
+        self.speech.iter().any(|&(a, b)| t >= a && t < b)
+    }
+
+    fn start(&mut self) {
+        self.conv.handle_input(self.now, Input::Start);
+        self.drain();
+    }
+
+    /// Runs the simulation until `until` (or the call ends).
+    fn run_until(&mut self, until_ms: u64) {
+        let until = ms(until_ms);
+        while self.conv.ended().is_none() {
+            let mut next = self.next_caller_frame;
+            if next > self.caller_until {
+                next = Duration::MAX;
+            }
+            if let Some(t) = self.conv.poll_timeout() {
+                next = next.min(t);
+            }
+            if let Some(t) = self.queue.iter().map(|(t, _, _)| *t).min() {
+                next = next.min(t);
+            }
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = self.now.max(next);
+            self.step();
+        }
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        // Deliveries due now, in the order they were scheduled.
+        let mut due: Vec<(Now, u64, Due)> = Vec::new();
+        let mut rest = Vec::new();
+        for item in self.queue.drain(..) {
+            if item.0 <= now {
+                due.push(item);
+            } else {
+                rest.push(item);
+            }
+        }
+        self.queue = rest;
+        due.sort_by_key(|(t, s, _)| (*t, *s));
+        for (_, _, d) in due {
+            let input_owned;
+            let input = match d {
+                Due::Transcript(turn, result) => Input::Transcript { turn, result },
+                Due::BrainText(turn, text) => Input::BrainText { turn, text },
+                Due::BrainDone(turn, result) => Input::BrainDone { turn, result },
+                Due::Audio(segment, samples) => {
+                    input_owned = samples;
+                    Input::SpeechAudio {
+                        segment,
+                        samples: &input_owned,
+                    }
+                }
+                Due::SpeechDone(segment) => Input::SpeechDone {
+                    segment,
+                    result: Ok(()),
+                },
+                Due::Mark(name) => {
+                    self.conv.handle_input(now, Input::MarkPlayed(&name));
+                    self.drain();
+                    continue;
+                }
+                Due::Dtmf(d) => Input::Dtmf(d),
+            };
+            self.conv.handle_input(now, input);
+            self.drain();
+        }
+        if self.next_caller_frame <= now && now <= self.caller_until {
+            let speaking = self.speaking_at(self.next_caller_frame);
+            let frame: Vec<i16> = (0..160)
+                .map(|n| {
+                    if speaking {
+                        let t = n as f32 / 8000.0;
+                        ((t * 300.0 * std::f32::consts::TAU).sin() * 6000.0) as i16
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            self.conv.handle_input(now, Input::CallerAudio(&frame));
+            self.next_caller_frame += FRAME_DURATION;
+            self.drain();
+        }
+        if self.conv.poll_timeout().is_some_and(|t| t <= now) {
+            self.conv.handle_input(now, Input::Timeout);
+            self.drain();
+        }
+    }
+
+    fn drain(&mut self) {
+        let now = self.now;
+        while let Some(out) = self.conv.poll_output() {
+            match out {
+                Output::Media(_) => {
+                    self.frames.push(now);
+                    let start = self.play_end.max(now);
+                    self.play_end = start + FRAME_DURATION;
+                }
+                Output::Mark(name) => {
+                    self.marks_sent.push((now, name.clone()));
+                    let at = self.play_end.max(now);
+                    self.schedule(at, Due::Mark(name));
+                }
+                Output::Clear => {
+                    self.clears.push(now);
+                    self.play_end = now;
+                    // Twilio echoes the marks of the audio it dropped, right away.
+                    for (t, _, d) in self.queue.iter_mut() {
+                        if matches!(d, Due::Mark(_)) {
+                            *t = now;
+                        }
+                    }
+                }
+                Output::Transcribe { turn, audio, .. } => {
+                    self.transcribed.push((turn, audio.len()));
+                    let text = self.transcripts.pop_front().unwrap_or_default();
+                    self.schedule(now + self.stt_delay, Due::Transcript(turn, Ok(text)));
+                }
+                Output::AskBrain { turn, request } => {
+                    let events = (self.brain)(&request);
+                    self.asked.push(request);
+                    let mut t = now + self.brain_delay;
+                    let mut action = None;
+                    for e in events {
+                        match e {
+                            BrainEvent::Text(text) => {
+                                self.schedule(t, Due::BrainText(turn, text));
+                                t += MS;
+                            }
+                            BrainEvent::Action(a) => action = Some(a),
+                        }
+                    }
+                    self.schedule(t, Due::BrainDone(turn, Ok(action)));
+                }
+                Output::Synthesize { segment, text } => {
+                    let n = text.chars().count() * self.samples_per_char;
+                    let samples: Vec<i16> = (0..n)
+                        .map(|i| ((i as f32 * 0.3).sin() * 7000.0) as i16)
+                        .collect();
+                    let at = now + self.tts_delay;
+                    for chunk in samples.chunks(800) {
+                        self.schedule(at, Due::Audio(segment, chunk.to_vec()));
+                    }
+                    self.schedule(at, Due::SpeechDone(segment));
+                }
+                Output::CancelBrain { turn } => {
+                    self.queue.retain(|(_, _, d)| match d {
+                        Due::BrainText(t, _) | Due::BrainDone(t, _) => *t != turn,
+                        _ => true,
+                    });
+                    self.cancels.push(Output::CancelBrain { turn });
+                }
+                Output::CancelSpeech { through } => {
+                    self.queue.retain(|(_, _, d)| match d {
+                        Due::Audio(s, _) | Due::SpeechDone(s) => *s > through,
+                        _ => true,
+                    });
+                    self.cancels.push(Output::CancelSpeech { through });
+                }
+                Output::TurnFinished(t) => self.turns.push(t),
+                Output::Event(e) => self.events.push(e),
+                Output::Hangup(reason) => self.hangup = Some((now, reason)),
+            }
+        }
+    }
+
+    fn agent_turns(&self) -> Vec<&TurnSummary> {
+        self.turns
+            .iter()
+            .filter(|t| t.role == Role::Agent)
+            .collect()
+    }
+
+    fn caller_turns(&self) -> Vec<&TurnSummary> {
+        self.turns
+            .iter()
+            .filter(|t| t.role == Role::Caller)
+            .collect()
+    }
+
+    fn events_of(&self, kind: &str) -> Vec<&CallEvent> {
+        self.events.iter().filter(|e| e.kind == kind).collect()
+    }
+}
+
+fn config() -> ConversationConfig {
+    ConversationConfig {
+        greeting: "Hello, this is the clinic.".into(),
+        ..ConversationConfig::default()
+    }
+}
+
+/// Samples of tone the simulated TTS makes for `text` (8 kHz), rounded up to whole frames.
+fn frames_for(text: &str) -> usize {
+    (text.chars().count() * 440).div_ceil(160)
+}
+
+#[test]
+fn greeting_is_spoken_first_paced_in_real_time_and_marked() {
+    let mut sim = Sim::new(config());
+    sim.start();
+    sim.run_until(5_000);
+    let expected = frames_for("Hello, this is the clinic.");
+    assert_eq!(sim.frames.len(), expected);
+    // Playout started when the first audio arrived (tts delay) and ran at real time: frame k was
+    // released at anchor + k*20ms - lead, never earlier, and (with a punctual driver) never later.
+    let anchor = sim.frames[0];
+    assert_eq!(anchor, ms(100));
+    for (k, &t) in sim.frames.iter().enumerate() {
+        let due = anchor + FRAME_DURATION * k as u32;
+        let earliest = due.saturating_sub(PLAYOUT_LEAD);
+        assert!(t >= earliest, "frame {k} at {t:?} before {earliest:?}");
+        assert!(t <= earliest.max(anchor), "frame {k} at {t:?} late");
+    }
+    // One mark after the sentence, sent right after its last frame.
+    assert_eq!(sim.marks_sent.len(), 1);
+    assert_eq!(sim.marks_sent[0].0, *sim.frames.last().unwrap());
+    let agent = sim.agent_turns();
+    assert_eq!(agent.len(), 1);
+    assert_eq!(agent[0].text, "Hello, this is the clinic.");
+    assert_eq!(
+        agent[0].heard.as_deref(),
+        Some("Hello, this is the clinic.")
+    );
+    assert!(!agent[0].interrupted);
+    assert_eq!(sim.events_of("start").len(), 1);
+}
+
+#[test]
+fn a_late_driver_catches_up_without_drift() {
+    let mut sim = Sim::new(config());
+    sim.start();
+    // Deliver the greeting audio, then wake the core 150 ms late once.
+    sim.run_until(100);
+    let before = sim.frames.len();
+    sim.now = ms(250);
+    sim.conv.handle_input(sim.now, Input::Timeout);
+    sim.drain();
+    // Everything due by 250 ms + lead is released at once: frames 0..=10 (0..200 ms after 100).
+    let anchor = ms(100);
+    let burst = sim.frames.len() - before;
+    assert_eq!(burst, 11 - before);
+    sim.run_until(5_000);
+    // After the burst, frames follow the original schedule (anchored, no drift).
+    for (k, &t) in sim.frames.iter().enumerate().skip(12) {
+        let due = anchor + FRAME_DURATION * k as u32 - PLAYOUT_LEAD;
+        assert_eq!(t, due, "frame {k}");
+    }
+}
+
+#[test]
+fn a_caller_turn_is_endpointed_transcribed_and_answered_with_latencies() {
+    let mut sim = Sim::new(config());
+    sim.transcripts.push_back("I need a cleaning".into());
+    sim.start();
+    // Greeting lasts ~1.4 s. The caller speaks from 2.0 s to 3.0 s.
+    sim.say(2_000, 3_000);
+    sim.run_until(12_000);
+    assert_eq!(sim.transcribed.len(), 1);
+    // Audio handed to STT: the speech plus pre-roll before it and the tail after it (16 kHz),
+    // within a frame or two of resampler delay and VAD granularity.
+    let (_, len) = sim.transcribed[0];
+    let expected = (1_000 + 300 + 200) * 16;
+    assert!(
+        (len as i64 - expected as i64).abs() <= 3 * 320,
+        "stt audio {len} vs {expected}"
+    );
+    assert_eq!(sim.asked.len(), 1);
+    let req = &sim.asked[0];
+    assert_eq!(req.input, CallerInput::Speech("I need a cleaning".into()));
+    assert_eq!(req.history.len(), 1, "history holds the greeting");
+    assert_eq!(req.history[0].role, Role::Agent);
+
+    let caller = sim.caller_turns();
+    assert_eq!(caller.len(), 1);
+    assert_eq!(caller[0].text, "I need a cleaning");
+    assert!((1_980..=2_040).contains(&caller[0].start_ms), "{caller:?}");
+    assert!((2_980..=3_040).contains(&caller[0].end_ms), "{caller:?}");
+    let lat = caller[0].latency;
+    assert_eq!(lat.endpointing_ms, Some(700));
+    assert_eq!(lat.stt_ms, Some(150));
+
+    let agent = sim.agent_turns();
+    assert_eq!(agent.len(), 2);
+    let reply = agent[1];
+    assert_eq!(reply.text, "You said I need a cleaning. Anything else?");
+    assert!(!reply.interrupted);
+    let l = reply.latency;
+    assert_eq!(l.brain_first_token_ms, Some(200));
+    assert_eq!(l.tts_first_audio_ms, Some(100));
+    // Voice to voice: endpointing + stt + brain + tts, and nothing else (instant server).
+    assert_eq!(l.voice_to_voice_ms, Some(700 + 150 + 200 + 100));
+    assert!(sim.clears.is_empty());
+}
+
+#[test]
+fn barge_in_stops_the_agent_clears_twilio_and_keeps_only_what_was_heard() {
+    let mut config = config();
+    config.greeting = "Hi.".into();
+    let mut sim = Sim::new(config);
+    sim.transcripts.push_back("what are your hours".into());
+    sim.transcripts.push_back("stop".into());
+    sim.brain = Box::new(|req: &BrainRequest| match &req.input {
+        CallerInput::Speech(t) if t == "what are your hours" => vec![
+            BrainEvent::Text("We open at eight.".into()),
+            BrainEvent::Text("We close at six on weekdays and at noon on Saturdays.".into()),
+            BrainEvent::Text("We are closed on Sundays.".into()),
+        ],
+        _ => vec![BrainEvent::Text("Okay.".into())],
+    });
+    sim.start();
+    sim.say(1_000, 2_000);
+    // Endpoint at ~2.7 s, transcript 2.85, brain 3.05, audio 3.15; first sentence (17 chars,
+    // 0.94 s) plays until ~4.1 s. The caller interrupts at 4.6 s, inside the second sentence.
+    sim.say(4_600, 5_600);
+    sim.run_until(15_000);
+
+    assert_eq!(sim.clears.len(), 1, "exactly one clear");
+    let clear_at = sim.clears[0];
+    // The clear follows the start of the caller's speech by the barge-in minimum (400 ms)
+    // plus VAD granularity and resampler delay.
+    assert!(
+        clear_at >= ms(5_000) && clear_at <= ms(5_060),
+        "clear at {clear_at:?}"
+    );
+    // Nothing of the interrupted reply is sent after the clear; the next frames belong to the
+    // answer to "stop", which starts only after its own STT, brain and TTS delays.
+    let after: Vec<_> = sim.frames.iter().filter(|&&t| t > clear_at).collect();
+    assert!(!after.is_empty());
+    assert!(*after[0] >= clear_at + ms(700));
+
+    let agent = sim.agent_turns();
+    let cut = agent
+        .iter()
+        .find(|t| t.interrupted)
+        .expect("an interrupted agent turn");
+    assert!(cut.text.starts_with("We open at eight. We close at six"));
+    let heard = cut.heard.clone().unwrap();
+    assert!(heard.starts_with("We open at eight."), "{heard}");
+    assert!(!heard.contains("Sundays"), "{heard}");
+    // About 0.9 s of the 3 s second sentence was playing: some of its words, not all.
+    let extra = heard
+        .trim_start_matches("We open at eight.")
+        .split_whitespace()
+        .count();
+    assert!((1..=5).contains(&extra), "{heard}");
+    assert_eq!(sim.events_of("barge_in").len(), 1);
+    // The brain's next request remembers only what was heard.
+    let next = sim.asked.last().unwrap();
+    assert_eq!(next.input, CallerInput::Speech("stop".into()));
+    let last_agent = next
+        .history
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Agent)
+        .unwrap();
+    assert_eq!(last_agent.text, heard);
+    // Of the reply's frames, only those released before the clear went out.
+    let reply_frames = frames_for("We open at eight.")
+        + frames_for("We close at six on weekdays and at noon on Saturdays.")
+        + frames_for("We are closed on Sundays.");
+    let greeting_frames = frames_for("Hi.");
+    let before_clear = sim.frames.iter().filter(|&&t| t <= clear_at).count();
+    assert!(before_clear - greeting_frames < reply_frames / 2);
+}
+
+#[test]
+fn barge_in_cancels_the_brain_and_speech_still_in_flight() {
+    let mut config = config();
+    config.greeting = "Hi.".into();
+    let mut sim = Sim::new(config);
+    sim.transcripts.push_back("hello".into());
+    sim.start();
+    sim.say(1_000, 1_600);
+    // Transcript at ~2.45 s asks the brain; its texts arrive at ~2.65 s. Keep the brain from
+    // finishing and the second sentence's synthesis from arriving, as if both still worked.
+    sim.run_until(2_500);
+    assert_eq!(sim.asked.len(), 1);
+    sim.queue
+        .retain(|(_, _, d)| !matches!(d, Due::BrainDone(..)));
+    sim.run_until(2_700);
+    sim.queue.retain(|(_, _, d)| {
+        !matches!(
+            d,
+            Due::SpeechDone(SegmentId(2)) | Due::Audio(SegmentId(2), _)
+        )
+    });
+    // The first sentence plays from ~2.75 s; the caller interrupts at 2.9 s.
+    sim.say(2_900, 3_700);
+    sim.run_until(3_400);
+    assert!(sim.frames.len() > frames_for("Hi."), "reply was playing");
+    assert_eq!(sim.clears.len(), 1);
+    assert!(
+        sim.cancels
+            .contains(&Output::CancelBrain { turn: TurnId(0) })
+    );
+    assert!(
+        sim.cancels
+            .iter()
+            .any(|c| matches!(c, Output::CancelSpeech { through } if *through >= SegmentId(2)))
+    );
+    // Results that straggle in after the cancellation are ignored.
+    let stale = sim.conv.stats().stale_results;
+    sim.conv.handle_input(
+        sim.now,
+        Input::BrainText {
+            turn: TurnId(0),
+            text: "late".into(),
+        },
+    );
+    sim.conv.handle_input(
+        sim.now,
+        Input::SpeechAudio {
+            segment: SegmentId(2),
+            samples: &[1000; 160],
+        },
+    );
+    assert_eq!(sim.conv.stats().stale_results, stale + 2);
+}
+
+#[test]
+fn a_short_backchannel_does_not_interrupt() {
+    let mut config = config();
+    config.greeting = "Hello, you have reached the clinic, we are happy to help you today.".into();
+    let mut sim = Sim::new(config);
+    sim.start();
+    // 200 ms "mm-hm" in the middle of the greeting (which runs ~3.7 s).
+    sim.say(1_500, 1_700);
+    sim.run_until(8_000);
+    assert!(sim.clears.is_empty());
+    assert!(sim.transcribed.is_empty(), "a backchannel is not a turn");
+    assert_eq!(sim.events_of("backchannel").len(), 1);
+    let agent = sim.agent_turns();
+    assert_eq!(agent.len(), 1);
+    assert!(!agent[0].interrupted);
+}
+
+#[test]
+fn dtmf_interrupts_and_goes_to_the_brain() {
+    let mut config = config();
+    config.greeting = "Press one for appointments or two for billing, or stay on the line.".into();
+    let mut sim = Sim::new(config);
+    sim.start();
+    sim.schedule(ms(1_000), Due::Dtmf('1'));
+    sim.run_until(8_000);
+    assert_eq!(sim.clears.len(), 1);
+    assert_eq!(sim.clears[0], ms(1_000));
+    assert_eq!(sim.asked.len(), 1);
+    assert_eq!(sim.asked[0].input, CallerInput::Dtmf('1'));
+    assert_eq!(sim.events_of("dtmf").len(), 1);
+    assert_eq!(sim.events_of("dtmf")[0].detail, "1");
+    let agent = sim.agent_turns();
+    assert!(agent[0].interrupted);
+    assert_eq!(agent[1].text, "You pressed 1.");
+}
+
+#[test]
+fn silence_is_prompted_then_the_agent_says_goodbye_and_hangs_up() {
+    let mut sim = Sim::new(config());
+    sim.start();
+    sim.run_until(120_000);
+    let prompts = sim.events_of("silence_prompt");
+    assert_eq!(prompts.len(), 2);
+    let (at, reason) = sim.hangup.clone().expect("hung up");
+    assert_eq!(reason, EndReason::SilenceTimeout);
+    assert_eq!(sim.conv.ended(), Some(&EndReason::SilenceTimeout));
+    let texts: Vec<_> = sim.agent_turns().iter().map(|t| t.text.clone()).collect();
+    assert_eq!(
+        texts,
+        vec![
+            "Hello, this is the clinic.",
+            "Are you still there?",
+            "Are you still there?",
+            "Thank you for calling. Goodbye."
+        ]
+    );
+    // Three 8 s silences plus the four utterances (~5.7 s with tts delays): hung up at ~30 s,
+    // only after the goodbye was heard.
+    assert!(at > ms(28_000) && at < ms(32_000), "{at:?}");
+    let goodbye_mark = sim.marks_sent.last().unwrap().0;
+    assert!(at >= goodbye_mark);
+}
+
+#[test]
+fn speaking_resets_the_silence_prompts() {
+    let mut sim = Sim::new(config());
+    sim.transcripts.push_back("hello".into());
+    sim.start();
+    // First prompt at ~9.5 s; the caller answers at 12 s; then silence again.
+    sim.say(12_000, 12_600);
+    sim.run_until(60_000);
+    let (_, reason) = sim.hangup.clone().unwrap();
+    assert_eq!(reason, EndReason::SilenceTimeout);
+    // 1 prompt before the answer, then 2 more before goodbye.
+    assert_eq!(sim.events_of("silence_prompt").len(), 3);
+}
+
+#[test]
+fn the_call_ends_gracefully_at_the_maximum_length() {
+    let mut config = config();
+    config.max_call = Duration::from_secs(20);
+    config.silence_timeout = Duration::from_secs(60);
+    let mut sim = Sim::new(config);
+    sim.start();
+    sim.run_until(60_000);
+    let (at, reason) = sim.hangup.clone().unwrap();
+    assert_eq!(reason, EndReason::MaxDuration);
+    assert!(at >= ms(20_000) && at < ms(23_000));
+    assert_eq!(
+        sim.agent_turns().last().unwrap().text,
+        "Thank you for calling. Goodbye."
+    );
+}
+
+#[test]
+fn the_brain_can_end_the_call_after_its_reply_is_heard() {
+    let mut sim = Sim::new(config());
+    sim.transcripts.push_back("bye".into());
+    sim.brain = Box::new(|_| {
+        vec![
+            BrainEvent::Text("Goodbye!".into()),
+            BrainEvent::Action(Action::Hangup),
+        ]
+    });
+    sim.start();
+    sim.say(2_000, 2_500);
+    sim.run_until(20_000);
+    let (at, reason) = sim.hangup.clone().unwrap();
+    assert_eq!(reason, EndReason::AgentHungUp);
+    let last_mark_echo = sim.play_end;
+    assert!(at >= last_mark_echo, "hung up before the goodbye played");
+}
+
+#[test]
+fn a_failing_brain_gets_an_apology_not_silence() {
+    let mut sim = Sim::new(config());
+    sim.transcripts.push_back("hello".into());
+    sim.start();
+    sim.say(2_000, 2_500);
+    // Replace the brain's answer by a failure once it is asked.
+    sim.run_until(3_450);
+    assert_eq!(sim.asked.len(), 1);
+    sim.queue
+        .retain(|(_, _, d)| !matches!(d, Due::BrainText(..) | Due::BrainDone(..)));
+    let at = sim.now + ms(10);
+    sim.schedule(
+        at,
+        Due::BrainDone(TurnId(0), Err(EngineError::Unavailable("down".into()))),
+    );
+    sim.run_until(10_000);
+    let errors = sim.events_of("error");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].detail.contains("brain"));
+    let last = sim.agent_turns().last().unwrap().text.clone();
+    assert_eq!(last, ConversationConfig::default().apology);
+}
+
+#[test]
+fn a_caller_who_keeps_talking_is_answered_once_for_everything() {
+    let mut sim = Sim::new(config());
+    sim.transcripts.push_back("I want to book".into());
+    sim.transcripts.push_back("a cleaning on Tuesday".into());
+    sim.brain_delay = ms(600);
+    sim.start();
+    // Speech, an 800 ms pause (endpoint fires at 700 ms), then more speech before any reply
+    // audio could start (stt 150 + brain 600).
+    sim.say(2_000, 3_000);
+    sim.say(3_800, 5_000);
+    sim.run_until(15_000);
+    assert!(
+        sim.clears.is_empty(),
+        "nothing was played, nothing to clear"
+    );
+    assert_eq!(sim.events_of("reply_abandoned").len(), 1);
+    let last = sim.asked.last().unwrap();
+    assert_eq!(
+        last.input,
+        CallerInput::Speech("I want to book a cleaning on Tuesday".into())
+    );
+    // The abandoned request's caller line is not duplicated in history.
+    assert!(
+        !last
+            .history
+            .iter()
+            .any(|m| m.role == Role::Caller && m.text == "I want to book")
+    );
+    let replies: Vec<_> = sim.agent_turns().iter().map(|t| t.text.clone()).collect();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(
+        replies[1],
+        "You said I want to book a cleaning on Tuesday. Anything else?"
+    );
+}
+
+#[test]
+fn a_caller_hangup_mid_reply_records_what_was_heard() {
+    let mut config = config();
+    config.greeting = "Hello, you have reached the clinic, we are happy to help you today.".into();
+    let mut sim = Sim::new(config);
+    sim.start();
+    sim.run_until(1_000);
+    sim.conv.handle_input(sim.now, Input::Stop);
+    sim.drain();
+    assert_eq!(sim.conv.ended(), Some(&EndReason::CallerHungUp));
+    let agent = sim.agent_turns();
+    assert_eq!(agent.len(), 1);
+    assert!(agent[0].interrupted);
+    let heard = agent[0].heard.clone().unwrap();
+    assert!(heard.starts_with("Hello,"), "{heard}");
+    assert!(!heard.contains("today"), "{heard}");
+    assert!(
+        sim.hangup.is_none(),
+        "the caller hung up; we do not send a hangup"
+    );
+    assert_eq!(sim.events_of("stop").len(), 1);
+    // After the end, nothing more happens.
+    assert_eq!(sim.conv.poll_timeout(), None);
+}
+
+#[test]
+fn marks_echoed_for_cleared_audio_are_counted_as_stale() {
+    let mut config = config();
+    config.greeting = "One. Two three four five six seven eight nine ten eleven twelve.".into();
+    let mut sim = Sim::new(config);
+    sim.start();
+    sim.schedule(ms(1_500), Due::Dtmf('5'));
+    sim.run_until(10_000);
+    assert_eq!(sim.clears.len(), 1);
+    // The greeting's second mark was never sent (its audio was dropped before the mark), and
+    // the first was echoed before the clear: no stale marks here, and no lost ones.
+    assert_eq!(sim.conv.stats().stale_marks, 0);
+    sim.conv.handle_input(sim.now, Input::MarkPlayed("seg-1"));
+    sim.conv
+        .handle_input(sim.now, Input::MarkPlayed("not-ours"));
+    assert_eq!(sim.conv.stats().stale_marks, 2);
+}
