@@ -91,15 +91,21 @@ mod tests {
 
     /// The G.191 reference vectors, or `None` (after saying so) when `../shared` is absent.
     fn reference_vectors() -> Option<(Vec<i16>, Vec<u8>, Vec<i16>)> {
-        let dir =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/g711");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/g711");
         if !dir.is_dir() {
-            println!("skipped: G.191 reference vectors not found at {}", dir.display());
+            println!(
+                "skipped: G.191 reference vectors not found at {}",
+                dir.display()
+            );
             return None;
         }
         let words = |name: &str| -> Vec<u16> {
             let bytes = std::fs::read(dir.join(name)).expect("read reference vector");
-            assert_eq!(bytes.len(), 65536 * 2, "{name} must hold 65536 16-bit words");
+            assert_eq!(
+                bytes.len(),
+                65536 * 2,
+                "{name} must hold 65536 16-bit words"
+            );
             bytes
                 .chunks_exact(2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))

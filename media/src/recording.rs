@@ -52,7 +52,9 @@ pub enum RecordingError {
     #[error("recording exceeds the WAV size limit of {MAX_FRAMES} frames")]
     TooLong,
     /// Agent audio was placed further ahead of the caller clock than [`MAX_AGENT_LEAD_SECS`].
-    #[error("agent audio at sample {at_sample} is too far ahead of the caller clock ({caller_sample})")]
+    #[error(
+        "agent audio at sample {at_sample} is too far ahead of the caller clock ({caller_sample})"
+    )]
     AgentTooFarAhead {
         /// Where the agent audio was placed.
         at_sample: u64,
@@ -136,7 +138,9 @@ impl<W: Write + Seek> DualChannelRecorder<W> {
     /// already placed there. The part before the caller clock is dropped and counted.
     pub fn write_agent(&mut self, at_sample: u64, samples: &[i16]) -> Result<(), RecordingError> {
         let late = self.frames.saturating_sub(at_sample);
-        let late_len = usize::try_from(late).unwrap_or(usize::MAX).min(samples.len());
+        let late_len = usize::try_from(late)
+            .unwrap_or(usize::MAX)
+            .min(samples.len());
         self.dropped_agent_samples += late_len as u64;
         let samples = &samples[late_len..];
         if samples.is_empty() {
@@ -325,7 +329,7 @@ fn fix_sizes<F: Write + Seek>(
     let complete_with_trailer = u64::from(riff_size) == file_len - 8
         && stored_data_size > 0
         && stored_data_size < data_size
-        && stored_data_size % block_align == 0;
+        && stored_data_size.is_multiple_of(block_align);
     if exact || complete_with_trailer {
         return Ok(RepairOutcome::AlreadyValid {
             frames: stored_data_size / block_align,
@@ -354,5 +358,389 @@ fn read_exact_or_eof<R: Read>(reader: &mut R, buf: &mut [u8]) -> std::io::Result
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::io::Cursor;
+    use std::rc::Rc;
+
+    const RATE: u32 = 8_000;
+
+    /// A writer whose bytes can be snapshotted while the recorder still owns it: a snapshot is
+    /// what a crash (kill -9) would leave on disk.
+    #[derive(Clone, Default)]
+    struct SharedCursor(Rc<RefCell<Cursor<Vec<u8>>>>);
+
+    impl SharedCursor {
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.borrow().get_ref().clone()
+        }
+    }
+
+    impl Write for SharedCursor {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Seek for SharedCursor {
+        fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+            self.0.borrow_mut().seek(pos)
+        }
+    }
+
+    /// Reads a stereo 16-bit WAV back with hound: (caller, agent).
+    fn read_back(bytes: &[u8]) -> (Vec<i16>, Vec<i16>) {
+        let mut reader = hound::WavReader::new(Cursor::new(bytes)).expect("hound reads it");
+        let spec = reader.spec();
+        assert_eq!(spec.channels, 2);
+        assert_eq!(spec.bits_per_sample, 16);
+        assert_eq!(spec.sample_format, hound::SampleFormat::Int);
+        let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+        assert_eq!(samples.len() % 2, 0);
+        let caller = samples.iter().step_by(2).copied().collect();
+        let agent = samples.iter().skip(1).step_by(2).copied().collect();
+        (caller, agent)
+    }
+
+    /// A distinctive, never-zero caller signal: sample k is `1 + k % 1000`.
+    fn caller_signal(range: std::ops::Range<usize>) -> Vec<i16> {
+        range.map(|k| 1 + (k % 1000) as i16).collect()
+    }
+
+    fn record(
+        f: impl FnOnce(&mut DualChannelRecorder<&mut Cursor<Vec<u8>>>),
+    ) -> (Vec<u8>, RecordingSummary) {
+        let mut cursor = Cursor::new(Vec::new());
+        let mut recorder = DualChannelRecorder::new(&mut cursor, RATE).unwrap();
+        f(&mut recorder);
+        let summary = recorder.finish().unwrap();
+        (cursor.into_inner(), summary)
+    }
+
+    #[test]
+    fn both_channels_hold_the_right_samples_at_the_right_places() {
+        let (bytes, summary) = record(|r| {
+            r.write_agent(200, &[-7; 100]).unwrap();
+            for frame in caller_signal(0..1_000).chunks(160) {
+                r.write_caller(frame).unwrap();
+            }
+        });
+        assert_eq!(
+            summary,
+            RecordingSummary {
+                frames: 1_000,
+                sample_rate: RATE,
+                dropped_agent_samples: 0
+            }
+        );
+        assert_eq!(summary.duration_ms(), 125);
+        let (caller, agent) = read_back(&bytes);
+        assert_eq!(caller, caller_signal(0..1_000));
+        assert!(agent[..200].iter().all(|&s| s == 0));
+        assert!(agent[200..300].iter().all(|&s| s == -7));
+        assert!(agent[300..].iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn agent_ahead_of_the_caller_is_buffered_and_flushed_at_finish() {
+        let (bytes, summary) = record(|r| {
+            r.write_caller(&caller_signal(0..100)).unwrap();
+            // A whole TTS reply arrives at once, starting 50 samples ahead of the caller clock.
+            let reply: Vec<i16> = (0..2_000).map(|k| -(k as i16) - 1).collect();
+            r.write_agent(150, &reply).unwrap();
+            assert_eq!(r.agent_buffered_samples(), 2_050);
+            r.write_caller(&caller_signal(100..1_000)).unwrap();
+            assert_eq!(r.frames(), 1_000);
+            assert_eq!(r.agent_buffered_samples(), 1_150);
+        });
+        // The reply ends at 2150: past the caller's 1000, with the caller side silent.
+        assert_eq!(summary.frames, 2_150);
+        let (caller, agent) = read_back(&bytes);
+        assert_eq!(&caller[..1_000], &caller_signal(0..1_000)[..]);
+        assert!(caller[1_000..].iter().all(|&s| s == 0));
+        assert!(agent[..150].iter().all(|&s| s == 0));
+        let expected: Vec<i16> = (0..2_000).map(|k| -(k as i16) - 1).collect();
+        assert_eq!(&agent[150..], &expected[..]);
+    }
+
+    #[test]
+    fn gaps_between_agent_writes_are_silence_and_overlaps_mix() {
+        let (bytes, _) = record(|r| {
+            r.write_agent(100, &[1_000; 50]).unwrap();
+            r.write_agent(300, &[2_000; 50]).unwrap();
+            // Overlaps the second write by 20 samples: mixed, not overwritten.
+            r.write_agent(330, &[500; 40]).unwrap();
+            // Mixing saturates instead of wrapping.
+            r.write_agent(400, &[i16::MAX; 10]).unwrap();
+            r.write_agent(405, &[i16::MAX; 10]).unwrap();
+            r.write_agent(420, &[i16::MIN; 5]).unwrap();
+            r.write_agent(420, &[-1; 5]).unwrap();
+            r.write_caller(&[0; 500]).unwrap();
+        });
+        let (_, agent) = read_back(&bytes);
+        assert!(agent[..100].iter().all(|&s| s == 0));
+        assert!(agent[100..150].iter().all(|&s| s == 1_000));
+        assert!(agent[150..300].iter().all(|&s| s == 0));
+        assert!(agent[300..330].iter().all(|&s| s == 2_000));
+        assert!(agent[330..350].iter().all(|&s| s == 2_500));
+        assert!(agent[350..370].iter().all(|&s| s == 500));
+        assert!(agent[370..400].iter().all(|&s| s == 0));
+        assert!(agent[400..415].iter().all(|&s| s == i16::MAX));
+        assert!(agent[420..425].iter().all(|&s| s == i16::MIN));
+        assert!(agent[425..].iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn late_agent_audio_is_dropped_and_counted() {
+        let (bytes, summary) = record(|r| {
+            r.write_caller(&caller_signal(0..500)).unwrap();
+            // Entirely in the past.
+            r.write_agent(0, &[9; 100]).unwrap();
+            assert_eq!(r.dropped_agent_samples(), 100);
+            // Straddles the caller clock: 100 late, 100 kept at 500..600.
+            r.write_agent(400, &[5; 200]).unwrap();
+            assert_eq!(r.dropped_agent_samples(), 200);
+            r.write_caller(&caller_signal(500..700)).unwrap();
+        });
+        assert_eq!(summary.dropped_agent_samples, 200);
+        assert_eq!(summary.frames, 700);
+        let (caller, agent) = read_back(&bytes);
+        assert_eq!(caller, caller_signal(0..700));
+        assert!(agent[..500].iter().all(|&s| s == 0));
+        assert!(agent[500..600].iter().all(|&s| s == 5));
+        assert!(agent[600..].iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn invalid_inputs_are_errors() {
+        let mut cursor = Cursor::new(Vec::new());
+        assert!(matches!(
+            DualChannelRecorder::new(&mut cursor, 0),
+            Err(RecordingError::ZeroSampleRate)
+        ));
+        let mut cursor = Cursor::new(Vec::new());
+        let mut recorder = DualChannelRecorder::new(&mut cursor, RATE).unwrap();
+        let too_far = MAX_AGENT_LEAD_SECS * u64::from(RATE);
+        assert!(matches!(
+            recorder.write_agent(too_far, &[1; 10]),
+            Err(RecordingError::AgentTooFarAhead {
+                caller_sample: 0,
+                ..
+            })
+        ));
+        // Nothing was buffered by the refused write.
+        assert_eq!(recorder.agent_buffered_samples(), 0);
+        recorder.write_agent(too_far - 10, &[1; 10]).unwrap();
+    }
+
+    #[test]
+    fn checkpoint_makes_the_bytes_so_far_a_valid_wav() {
+        let shared = SharedCursor::default();
+        let mut recorder = DualChannelRecorder::new(shared.clone(), RATE).unwrap();
+        recorder.write_agent(10, &[3; 20]).unwrap();
+        recorder.write_caller(&caller_signal(0..320)).unwrap();
+        recorder.checkpoint().unwrap();
+        let (caller, agent) = read_back(&shared.snapshot());
+        assert_eq!(caller, caller_signal(0..320));
+        assert_eq!(agent[10..30], [3; 20]);
+
+        // Recording goes on after a checkpoint.
+        recorder.write_caller(&caller_signal(320..480)).unwrap();
+        let summary = recorder.finish().unwrap();
+        assert_eq!(summary.frames, 480);
+        let (caller, _) = read_back(&shared.snapshot());
+        assert_eq!(caller, caller_signal(0..480));
+    }
+
+    /// Records, checkpoints, records more without a checkpoint, then "crashes": returns the raw
+    /// bytes at that moment, plus a torn trailing frame of `torn` bytes.
+    fn crashed_recording(checkpoint_at: usize, total: usize, torn: usize) -> Vec<u8> {
+        let shared = SharedCursor::default();
+        let mut recorder = DualChannelRecorder::new(shared.clone(), RATE).unwrap();
+        recorder.write_agent(100, &[-3; 300]).unwrap();
+        for (i, frame) in caller_signal(0..total).chunks(160).enumerate() {
+            if i * 160 == checkpoint_at {
+                recorder.checkpoint().unwrap();
+            }
+            recorder.write_caller(frame).unwrap();
+        }
+        let mut bytes = shared.snapshot();
+        // Never finalised: the recorder is leaked, as a killed process would leave it.
+        std::mem::forget(recorder);
+        bytes.extend(std::iter::repeat_n(0x55, torn));
+        bytes
+    }
+
+    #[test]
+    fn a_crash_between_checkpoints_is_repaired_without_losing_samples() {
+        for torn in [0, 1, 2, 3] {
+            let bytes = crashed_recording(800, 1_440, torn);
+            // Before repair, the header only knows the checkpointed 800 frames.
+            assert_eq!(read_back(&bytes).0.len(), 800);
+
+            let mut file = Cursor::new(bytes.clone());
+            let outcome = repair(&mut file).unwrap();
+            assert_eq!(
+                outcome,
+                RepairOutcome::Repaired { frames: 1_440 },
+                "torn {torn}"
+            );
+            let repaired = file.into_inner();
+            assert_eq!(repaired.len(), bytes.len(), "nothing truncated");
+            assert_eq!(repaired[44..], bytes[44..], "only the header changed");
+
+            let (caller, agent) = read_back(&repaired);
+            assert_eq!(caller, caller_signal(0..1_440));
+            assert!(agent[100..400].iter().all(|&s| s == -3));
+            assert!(agent[400..].iter().all(|&s| s == 0));
+
+            // Repairing again finds nothing to do.
+            let mut file = Cursor::new(repaired);
+            assert_eq!(
+                repair(&mut file).unwrap(),
+                RepairOutcome::AlreadyValid { frames: 1_440 }
+            );
+        }
+    }
+
+    #[test]
+    fn a_crash_before_any_checkpoint_is_repaired() {
+        // Header sizes still zero, as hound first wrote them.
+        let bytes = crashed_recording(usize::MAX, 1_000, 2);
+        assert_eq!(u32_le(&bytes[4..8]), 0);
+        assert_eq!(u32_le(&bytes[40..44]), 0);
+        let mut file = Cursor::new(bytes);
+        assert_eq!(
+            repair(&mut file).unwrap(),
+            RepairOutcome::Repaired { frames: 1_000 }
+        );
+        let (caller, _) = read_back(file.get_ref());
+        assert_eq!(caller, caller_signal(0..1_000));
+    }
+
+    #[test]
+    fn repair_leaves_a_valid_file_alone() {
+        let (bytes, _) = record(|r| r.write_caller(&caller_signal(0..777)).unwrap());
+        let mut file = Cursor::new(bytes.clone());
+        assert_eq!(
+            repair(&mut file).unwrap(),
+            RepairOutcome::AlreadyValid { frames: 777 }
+        );
+        assert_eq!(file.into_inner(), bytes);
+
+        // An empty recording is valid too.
+        let (bytes, summary) = record(|_| {});
+        assert_eq!(summary.frames, 0);
+        let mut file = Cursor::new(bytes);
+        assert_eq!(
+            repair(&mut file).unwrap(),
+            RepairOutcome::AlreadyValid { frames: 0 }
+        );
+    }
+
+    #[test]
+    fn repair_rejects_what_is_not_a_wav() {
+        let junk: [&[u8]; 5] = [
+            b"",
+            b"RIFF",
+            b"hello, this is not a wav file at all, not even close......",
+            // RIFF/WAVE but no data chunk.
+            b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x02\x00",
+            // A data chunk before any fmt chunk.
+            b"RIFF\x0c\x00\x00\x00WAVEdata\x00\x00\x00\x00\x01\x02\x03\x04",
+        ];
+        for bytes in junk {
+            let mut file = Cursor::new(bytes.to_vec());
+            assert_eq!(
+                repair(&mut file).unwrap(),
+                RepairOutcome::NotWav,
+                "{bytes:?}"
+            );
+            assert_eq!(file.into_inner(), bytes, "left untouched");
+        }
+    }
+
+    /// Inserts a chunk between `fmt ` and `data` of a recorder file (and fixes nothing else).
+    fn with_chunk_before_data(bytes: &[u8], id: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut out = bytes[..36].to_vec();
+        out.extend_from_slice(id);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        if body.len() % 2 == 1 {
+            out.push(0);
+        }
+        out.extend_from_slice(&bytes[36..]);
+        out
+    }
+
+    #[test]
+    fn repair_walks_past_extra_chunks_before_data() {
+        let bytes = crashed_recording(480, 960, 1);
+        // Even-length body: hound 3.5 does not skip RIFF pad bytes when reading back.
+        let bytes = with_chunk_before_data(&bytes, b"LIST", b"INFOISFT\x04\x00\x00\x00vox\x00");
+        let mut file = Cursor::new(bytes);
+        assert_eq!(
+            repair(&mut file).unwrap(),
+            RepairOutcome::Repaired { frames: 960 }
+        );
+        let (caller, _) = read_back(file.get_ref());
+        assert_eq!(caller, caller_signal(0..960));
+
+        // An odd-length chunk is followed by a pad byte, which the walk must skip.
+        let bytes = crashed_recording(480, 960, 3);
+        let bytes = with_chunk_before_data(&bytes, b"JUNK", b"odd");
+        let data_pos = 36 + 8 + 4;
+        assert_eq!(&bytes[data_pos..data_pos + 4], b"data");
+        let mut file = Cursor::new(bytes);
+        assert_eq!(
+            repair(&mut file).unwrap(),
+            RepairOutcome::Repaired { frames: 960 }
+        );
+        let bytes = file.into_inner();
+        assert_eq!(u32_le(&bytes[data_pos + 4..]), 960 * 4);
+        assert_eq!(u32_le(&bytes[4..]) as usize, data_pos + 8 + 960 * 4 - 8);
+    }
+
+    #[test]
+    fn repair_accepts_a_complete_file_with_a_chunk_after_data() {
+        let (mut bytes, _) = record(|r| r.write_caller(&caller_signal(0..100)).unwrap());
+        bytes.extend_from_slice(b"LIST\x04\x00\x00\x00INFO");
+        let riff = (bytes.len() - 8) as u32;
+        bytes[4..8].copy_from_slice(&riff.to_le_bytes());
+        let mut file = Cursor::new(bytes.clone());
+        assert_eq!(
+            repair(&mut file).unwrap(),
+            RepairOutcome::AlreadyValid { frames: 100 }
+        );
+        assert_eq!(file.into_inner(), bytes);
+    }
+
+    #[test]
+    fn recorder_works_over_a_real_file() {
+        // `impl Write + Seek` covers files; repair works in place on one.
+        let mut file = tempfile::tempfile().unwrap();
+        {
+            let mut recorder = DualChannelRecorder::new(&mut file, 16_000).unwrap();
+            recorder.write_caller(&caller_signal(0..640)).unwrap();
+            recorder.checkpoint().unwrap();
+            recorder.write_caller(&caller_signal(640..960)).unwrap();
+            std::mem::forget(recorder);
+        }
+        assert_eq!(
+            repair(&mut file).unwrap(),
+            RepairOutcome::Repaired { frames: 960 }
+        );
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        assert_eq!(read_back(&bytes).0, caller_signal(0..960));
     }
 }

@@ -196,7 +196,11 @@ mod tests {
                 let t = i as f64 / fs;
                 let f0 = 120.0 + 20.0 * (2.0 * PI * 3.0 * t).sin() + 2.0 * noise.next();
                 phase = (phase + f0 / fs) % 1.0;
-                let pulse = if phase < 0.4 { (PI * phase / 0.4).sin() } else { 0.0 };
+                let pulse = if phase < 0.4 {
+                    (PI * phase / 0.4).sin()
+                } else {
+                    0.0
+                };
                 let glottal = pulse + 0.02 * noise.next();
                 let radiated = glottal - previous;
                 previous = glottal;
@@ -204,7 +208,12 @@ mod tests {
             })
             .collect();
         let mut voiced = vec![0.0; len];
-        for (freq, bw) in [(700.0, 80.0), (1220.0, 90.0), (2600.0, 120.0), (3300.0, 200.0)] {
+        for (freq, bw) in [
+            (700.0, 80.0),
+            (1220.0, 90.0),
+            (2600.0, 120.0),
+            (3300.0, 200.0),
+        ] {
             for (v, f) in voiced.iter_mut().zip(formant(&source, freq, bw)) {
                 *v += f;
             }
@@ -222,7 +231,9 @@ mod tests {
 
     fn white_noise(len: usize, amplitude: f64, seed: u64) -> Vec<i16> {
         let mut noise = Noise(seed);
-        (0..len).map(|_| (noise.next() * amplitude) as i16).collect()
+        (0..len)
+            .map(|_| (noise.next() * amplitude) as i16)
+            .collect()
     }
 
     fn scores(vad: &mut impl VoiceDetector, signal: &[i16]) -> Vec<f32> {
@@ -256,7 +267,10 @@ mod tests {
         for amplitude in [100.0, 300.0] {
             let noise = white_noise(2 * ENGINE_RATE as usize, amplitude, 42);
             let probs = scores(&mut EarshotVad::new(), &noise);
-            assert!(probs.iter().all(|&p| p < 0.45), "amplitude {amplitude}: {probs:?}");
+            assert!(
+                probs.iter().all(|&p| p < 0.45),
+                "amplitude {amplitude}: {probs:?}"
+            );
             assert!(mean(&probs) < 0.3, "amplitude {amplitude}");
         }
     }
@@ -264,7 +278,10 @@ mod tests {
     #[test]
     fn earshot_scores_a_synthetic_vowel_high() {
         for seed in [7, 99] {
-            let probs = scores(&mut EarshotVad::new(), &vowel(2 * ENGINE_RATE as usize, seed));
+            let probs = scores(
+                &mut EarshotVad::new(),
+                &vowel(2 * ENGINE_RATE as usize, seed),
+            );
             let settled = &probs[WARM_UP..];
             assert!(settled.iter().all(|&p| p > 0.5), "seed {seed}: {probs:?}");
             assert!(mean(settled) > 0.75, "seed {seed}");
@@ -316,7 +333,9 @@ mod tests {
     fn energy_vad_thresholds_on_dbfs() {
         let sine = |amplitude: f64| -> Vec<i16> {
             (0..ENGINE_FRAME)
-                .map(|i| (amplitude * (2.0 * PI * 500.0 * i as f64 / 16_000.0).sin()).round() as i16)
+                .map(|i| {
+                    (amplitude * (2.0 * PI * 500.0 * i as f64 / 16_000.0).sin()).round() as i16
+                })
                 .collect()
         };
         // A sine of amplitude A is 20 log10(A / sqrt 2 / 32768) dBFS: 3277 -> -23.0 dBFS.
@@ -333,7 +352,11 @@ mod tests {
         assert_eq!(vad.speech_probability(&vec![0; ENGINE_FRAME]), 0.0);
         assert_eq!(vad.speech_probability(&[]), 0.0);
         vad.reset();
-        assert_eq!(vad.speech_probability(&sine(3277.0)), 1.0, "stateless across reset");
+        assert_eq!(
+            vad.speech_probability(&sine(3277.0)),
+            1.0,
+            "stateless across reset"
+        );
     }
 
     #[test]
