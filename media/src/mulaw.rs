@@ -159,6 +159,18 @@ mod tests {
     }
 
     #[test]
+    fn every_code_survives_re_encoding() {
+        for code in 0..=u8::MAX {
+            let linear = decode(code);
+            assert_eq!(decode(encode(linear)), linear, "code {code:#04x}");
+            // Only the two zeros (0x7F, 0xFF) share a value; every other code re-encodes to itself.
+            if linear != 0 {
+                assert_eq!(encode(linear), code);
+            }
+        }
+    }
+
+    #[test]
     fn known_codes() {
         // Values from G.711 table 2a.
         assert_eq!(decode(0x80), 32124);

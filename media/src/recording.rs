@@ -141,18 +141,19 @@ impl<W: Write + Seek> DualChannelRecorder<W> {
         let late_len = usize::try_from(late)
             .unwrap_or(usize::MAX)
             .min(samples.len());
-        self.dropped_agent_samples += late_len as u64;
-        let samples = &samples[late_len..];
-        if samples.is_empty() {
-            return Ok(());
-        }
+        let kept = &samples[late_len..];
         let start = at_sample.max(self.frames);
-        let lead = start - self.frames + samples.len() as u64;
-        if lead > MAX_AGENT_LEAD_SECS * u64::from(self.sample_rate) {
+        let lead = start - self.frames + kept.len() as u64;
+        if !kept.is_empty() && lead > MAX_AGENT_LEAD_SECS * u64::from(self.sample_rate) {
             return Err(RecordingError::AgentTooFarAhead {
                 at_sample,
                 caller_sample: self.frames,
             });
+        }
+        self.dropped_agent_samples += late_len as u64;
+        let samples = kept;
+        if samples.is_empty() {
+            return Ok(());
         }
         let offset = (start - self.frames) as usize;
         let end = offset + samples.len();

@@ -26,8 +26,9 @@ pub const EARSHOT_FRAME: usize = 256;
 /// Each call appends the frame to a 256-sample re-framing buffer and runs earshot on every
 /// complete 256-sample frame; it returns the score of the most recent one. A 320-sample frame
 /// always completes at least one earshot frame (at most 255 samples are ever carried over), so
-/// each call's answer covers audio from that call. The detector lives on the heap (it is ~8 KiB)
-/// and nothing is allocated per frame.
+/// each call's answer covers audio from that call. Frames of other lengths are accepted too (a
+/// call that completes no earshot frame returns the previous score). The detector lives on the
+/// heap (it is ~8 KiB) and nothing is allocated per frame.
 pub struct EarshotVad {
     detector: Box<earshot::Detector>,
     /// Samples carried over to the next earshot frame; `pending[..pending_len]` is valid.
