@@ -1,0 +1,767 @@
+//! The per-call task: one tokio task drives one call.
+//!
+//! It owns the Media Streams socket, the call's engine work, the recording and the sans-IO
+//! [`Conversation`]; it feeds the core inputs stamped with the time since the call began, carries
+//! out the core's outputs, and sleeps until the core's next timeout. Engine work (STT, brain, TTS)
+//! runs in spawned tasks that report back through one bounded channel, so the loop never waits
+//! on an engine, and cancelling a turn is aborting its task.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use agent::conversation::{
+    CallEvent, Conversation, ConversationConfig, Input, Output, SegmentId, TurnId, TurnSummary,
+};
+use agent::engine::{
+    Action, Brain, BrainEvent, BrainRequest, EngineError, SpeechToText, TextToSpeech,
+};
+use media::recording::DualChannelRecorder;
+use media::resample::Resampler;
+use media::vad::VoiceDetector;
+use media::{PHONE_RATE, mulaw};
+
+use crate::protocol::{self, Inbound, Start};
+
+/// Engine results waiting for the call loop. The loop drains it every iteration; 64 holds a
+/// few seconds of TTS chunks, and a full channel only slows the TTS task (sends are awaited:
+/// these are control data, never dropped).
+const ENGINE_EVENTS: usize = 64;
+/// Sentences waiting for the call's TTS task. A reply is a handful of sentences.
+const TTS_REQUESTS: usize = 16;
+/// How long we wait for Twilio's `start` after the socket opens. Twilio sends `connected` and
+/// `start` back to back; 10 s covers a slow network without keeping dead sockets.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// A provider that takes longer than this for one step is treated as down for this turn.
+/// STT on a long turn on a busy box: 20 s. Brain: 15 s between streamed events. TTS: 10 s
+/// between chunks.
+const STT_TIMEOUT: Duration = Duration::from_secs(20);
+const BRAIN_STEP_TIMEOUT: Duration = Duration::from_secs(15);
+const TTS_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the recording's header is rewritten so a crash loses at most this much audio.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Largest gap in Twilio's timestamps we fill with silence to keep the media clock aligned;
+/// a larger jump is not packet loss but something odd, and is only counted.
+const MAX_GAP_FILL_MS: u64 = 2_000;
+
+/// The engines a call uses, shared by all calls.
+#[derive(Clone)]
+pub struct CallEngines {
+    pub stt: Arc<dyn SpeechToText>,
+    pub brain: Arc<dyn Brain>,
+    pub tts: Arc<dyn TextToSpeech>,
+    /// Caps concurrent speech-to-text decodes across all calls, so calls queue rather than
+    /// oversubscribe the cores.
+    pub stt_permits: Arc<Semaphore>,
+    /// Makes a voice activity detector for a new call.
+    pub vad: Arc<dyn Fn() -> Box<dyn VoiceDetector> + Send + Sync>,
+}
+
+impl std::fmt::Debug for CallEngines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallEngines")
+            .field("stt", &self.stt.name())
+            .field("brain", &self.brain.name())
+            .field("tts", &self.tts.name())
+            .finish()
+    }
+}
+
+/// How to run an accepted call.
+#[derive(Debug, Clone)]
+pub struct CallSetup {
+    pub conversation: ConversationConfig,
+    /// Where to write the dual-channel recording; `None` records nothing.
+    pub recording_path: Option<PathBuf>,
+    /// The organisation, for log spans.
+    pub org: String,
+}
+
+/// Identity of a call, from Twilio's `start` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    pub call_sid: String,
+    pub stream_sid: String,
+    pub account_sid: String,
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+/// Counters of what arrived on the stream, for the call's record and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    pub messages: u64,
+    pub media_frames: u64,
+    pub frames_sent: u64,
+    pub malformed: u64,
+    pub bad_payloads: u64,
+    pub out_of_order: u64,
+    pub unknown_events: u64,
+    pub binary_messages: u64,
+    pub gap_fill_ms: u64,
+    pub recording_errors: u64,
+}
+
+/// The recording a call left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingInfo {
+    pub path: PathBuf,
+    pub sample_rate: u32,
+    pub frames: u64,
+    pub duration_ms: u64,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEnd {
+    /// [`agent::conversation::EndReason::as_str`], or `error:…` when the call failed.
+    pub reason: String,
+    /// Media time at the end.
+    pub media_ms: u64,
+    pub recording: Option<RecordingInfo>,
+    pub stats: StreamStats,
+}
+
+/// Why a stream was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// What the call task reports, and how it learns how to run a call. Implemented by `api` to
+/// persist calls; every method except `setup` must return at once (no I/O waits).
+pub trait CallHooks: Send + Sync + 'static {
+    /// Accepts the stream (checking its parameters) and says how to run the call.
+    fn setup(&self, start: &Start) -> BoxFuture<'static, Result<CallSetup, Rejected>>;
+    fn call_started(&self, call: &CallInfo);
+    fn turn_finished(&self, call: &CallInfo, turn: &TurnSummary);
+    fn event(&self, call: &CallInfo, event: &CallEvent);
+    fn call_ended(&self, call: &CallInfo, end: &CallEnd);
+}
+
+/// A message from the socket.
+#[derive(Debug)]
+pub enum SocketMessage {
+    Text(String),
+    /// Twilio never sends binary frames; we count and drop them.
+    Binary(usize),
+}
+
+/// A socket error; the call ends.
+#[derive(Debug, thiserror::Error)]
+#[error("socket: {0}")]
+pub struct SocketError(pub String);
+
+/// The Media Streams WebSocket as the call task needs it. `recv` must be cancel-safe.
+pub trait MediaSocket: Send {
+    /// The next message; `None` when the peer closed.
+    fn recv(&mut self) -> impl Future<Output = Option<Result<SocketMessage, SocketError>>> + Send;
+    fn send(&mut self, text: String) -> impl Future<Output = Result<(), SocketError>> + Send;
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Results from engine tasks.
+#[derive(Debug)]
+enum EngineEvent {
+    Transcript(TurnId, Result<String, EngineError>),
+    BrainText(TurnId, String),
+    BrainDone(TurnId, Result<Option<Action>, EngineError>),
+    SpeechAudio(SegmentId, Vec<i16>),
+    SpeechDone(SegmentId, Result<(), EngineError>),
+}
+
+/// Runs one call from the socket's first message to its end. Never panics on bad input; a
+/// call that fails ends with a stored reason.
+pub async fn run_call<S: MediaSocket>(
+    mut socket: S,
+    engines: CallEngines,
+    hooks: Arc<dyn CallHooks>,
+) -> Option<CallEnd> {
+    let mut stats = StreamStats::default();
+    let start = match wait_for_start(&mut socket, &mut stats).await {
+        Ok(start) => start,
+        Err(why) => {
+            warn!(%why, "media stream closed before it started");
+            socket.close().await;
+            return None;
+        }
+    };
+    let setup = match hooks.setup(&start).await {
+        Ok(setup) => setup,
+        Err(why) => {
+            warn!(call_sid = %start.call_sid, %why, "media stream rejected");
+            socket.close().await;
+            return None;
+        }
+    };
+    if !start.media_format.is_phone_mulaw() {
+        warn!(call_sid = %start.call_sid, format = ?start.media_format, "unsupported media format");
+        socket.close().await;
+        return None;
+    }
+    let span = info_span!("call", call_sid = %start.call_sid, org_id = %setup.org);
+    let driver = CallTask::new(start, setup, engines, hooks, stats);
+    Some(driver.run(socket).instrument(span).await)
+}
+
+async fn wait_for_start<S: MediaSocket>(
+    socket: &mut S,
+    stats: &mut StreamStats,
+) -> Result<Start, String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let msg = match timeout(deadline.saturating_duration_since(Instant::now()), socket.recv())
+            .await
+        {
+            Err(_) => return Err("no start message within 10 s".into()),
+            Ok(None) => return Err("closed".into()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(m))) => m,
+        };
+        stats.messages += 1;
+        let text = match msg {
+            SocketMessage::Text(t) => t,
+            SocketMessage::Binary(_) => {
+                stats.binary_messages += 1;
+                continue;
+            }
+        };
+        match protocol::parse(&text) {
+            Ok(Inbound::Start(start)) => return Ok(start),
+            Ok(Inbound::Connected { .. }) => {}
+            Ok(Inbound::Stop { .. }) => return Err("stopped before start".into()),
+            Ok(Inbound::Unknown { .. }) => stats.unknown_events += 1,
+            Ok(_) => stats.out_of_order += 1,
+            Err(e) => {
+                stats.malformed += 1;
+                debug!(error = %e, "malformed message before start");
+            }
+        }
+    }
+}
+
+struct CallTask {
+    info: CallInfo,
+    engines: CallEngines,
+    hooks: Arc<dyn CallHooks>,
+    conversation: Conversation,
+    recorder: Option<DualChannelRecorder<BufWriter<File>>>,
+    recording_path: Option<PathBuf>,
+    stats: StreamStats,
+    epoch: Instant,
+    events_tx: mpsc::Sender<EngineEvent>,
+    events_rx: mpsc::Receiver<EngineEvent>,
+    tts_tx: mpsc::Sender<(SegmentId, String)>,
+    /// Segments up to and including this id are cancelled (−1: none).
+    tts_cancelled: Arc<AtomicI64>,
+    tts_task: AbortHandle,
+    brain_tasks: HashMap<TurnId, AbortHandle>,
+    stt_tasks: Vec<AbortHandle>,
+    // Reused per-frame buffers.
+    payload: Vec<u8>,
+    pcm: Vec<i16>,
+    last_chunk: u64,
+    end_reason: Option<String>,
+}
+
+impl CallTask {
+    fn new(
+        start: Start,
+        setup: CallSetup,
+        engines: CallEngines,
+        hooks: Arc<dyn CallHooks>,
+        stats: StreamStats,
+    ) -> Self {
+        let (events_tx, events_rx) = mpsc::channel(ENGINE_EVENTS);
+        let (tts_tx, tts_rx) = mpsc::channel(TTS_REQUESTS);
+        let tts_cancelled = Arc::new(AtomicI64::new(-1));
+        let tts_task = tokio::spawn(
+            tts_worker(
+                engines.tts.clone(),
+                tts_rx,
+                events_tx.clone(),
+                tts_cancelled.clone(),
+            )
+            .in_current_span(),
+        )
+        .abort_handle();
+        let vad = (engines.vad)();
+        let conversation = Conversation::new(setup.conversation, vad)
+            .expect("8 kHz to 16 kHz resampling is always supported");
+        let info = CallInfo {
+            call_sid: start.call_sid,
+            stream_sid: start.stream_sid,
+            account_sid: start.account_sid,
+            custom_parameters: start.custom_parameters,
+        };
+        Self {
+            info,
+            engines,
+            hooks,
+            conversation,
+            recorder: None,
+            recording_path: setup.recording_path,
+            stats,
+            epoch: Instant::now(),
+            events_tx,
+            events_rx,
+            tts_tx,
+            tts_cancelled,
+            tts_task,
+            brain_tasks: HashMap::new(),
+            stt_tasks: Vec::new(),
+            payload: Vec::with_capacity(protocol::MAX_PAYLOAD_BYTES),
+            pcm: Vec::with_capacity(protocol::MAX_PAYLOAD_BYTES),
+            last_chunk: 0,
+            end_reason: None,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn open_recording(&mut self) {
+        let Some(path) = self.recording_path.clone() else {
+            return;
+        };
+        let opened = File::create(&path)
+            .map_err(media::recording::RecordingError::from)
+            .and_then(|f| DualChannelRecorder::new(BufWriter::new(f), PHONE_RATE));
+        match opened {
+            Ok(r) => self.recorder = Some(r),
+            Err(e) => {
+                self.stats.recording_errors += 1;
+                warn!(error = %e, path = %path.display(), "cannot create the recording; the call goes on unrecorded");
+                self.recording_path = None;
+            }
+        }
+    }
+
+    async fn run<S: MediaSocket>(mut self, mut socket: S) -> CallEnd {
+        info!("call started");
+        self.open_recording();
+        self.hooks.call_started(&self.info);
+        let now = self.now();
+        self.conversation.handle_input(now, Input::Start);
+        let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
+        checkpoint.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut hangup = false;
+        loop {
+            if self.drain_outputs(&mut socket).await.is_err() {
+                self.stop("socket_error");
+                break;
+            }
+            if let Some(reason) = self.conversation.ended() {
+                // We close the stream only when the agent ended the call; when the caller did,
+                // the socket is already gone.
+                hangup = *reason != agent::conversation::EndReason::CallerHungUp;
+                let reason = reason.as_str().to_string();
+                self.end_reason.get_or_insert(reason);
+                break;
+            }
+            let wake = self
+                .conversation
+                .poll_timeout()
+                .map(|t| self.epoch + t)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                msg = socket.recv() => match msg {
+                    Some(Ok(SocketMessage::Text(text))) => self.handle_text(&text),
+                    Some(Ok(SocketMessage::Binary(_))) => {
+                        self.stats.messages += 1;
+                        self.stats.binary_messages += 1;
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "media socket failed");
+                        self.stop("socket_error");
+                    }
+                    None => self.stop("caller_hung_up"),
+                },
+                Some(event) = self.events_rx.recv() => self.handle_engine_event(event),
+                _ = sleep_until(wake) => {
+                    let now = self.now();
+                    self.conversation.handle_input(now, Input::Timeout);
+                }
+                _ = checkpoint.tick() => self.checkpoint(),
+            }
+        }
+        // Send whatever the last inputs produced (the goodbye's mark, a final event).
+        let _ = self.drain_outputs(&mut socket).await;
+        if hangup {
+            socket.close().await;
+        }
+        self.finish()
+    }
+
+    /// The stream ended from Twilio's side (stop, close, error).
+    fn stop(&mut self, reason: &str) {
+        if self.conversation.ended().is_none() {
+            let now = self.now();
+            self.conversation.handle_input(now, Input::Stop);
+            if reason != "caller_hung_up" {
+                self.end_reason = Some(reason.to_string());
+            }
+        }
+    }
+
+    fn handle_text(&mut self, text: &str) {
+        self.stats.messages += 1;
+        let message = match protocol::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.malformed += 1;
+                if self.stats.malformed <= 3 {
+                    warn!(error = %e, "malformed media stream message dropped");
+                }
+                return;
+            }
+        };
+        let now = self.now();
+        match message {
+            Inbound::Media(media) => self.handle_media(now, &media),
+            Inbound::Mark { name } => self
+                .conversation
+                .handle_input(now, Input::MarkPlayed(&name)),
+            Inbound::Dtmf { digit } => match digit.chars().next() {
+                Some(d) if digit.chars().count() == 1 && is_dtmf(d) => {
+                    self.conversation.handle_input(now, Input::Dtmf(d))
+                }
+                _ => self.stats.malformed += 1,
+            },
+            Inbound::Stop { .. } => self.stop("caller_hung_up"),
+            Inbound::Start(_) | Inbound::Connected { .. } => self.stats.out_of_order += 1,
+            Inbound::Unknown { event } => {
+                self.stats.unknown_events += 1;
+                debug!(%event, "unknown media stream event ignored");
+            }
+        }
+    }
+
+    fn handle_media(&mut self, now: Duration, media: &protocol::Media) {
+        if media.track != "inbound" && media.track != "inbound_track" {
+            self.stats.unknown_events += 1;
+            return;
+        }
+        if media.chunk != 0 {
+            if media.chunk <= self.last_chunk {
+                self.stats.out_of_order += 1;
+                return;
+            }
+            self.last_chunk = media.chunk;
+        }
+        if let Err(e) = protocol::decode_payload(&media.payload, &mut self.payload) {
+            self.stats.bad_payloads += 1;
+            if self.stats.bad_payloads <= 3 {
+                warn!(error = %e, "bad media payload dropped");
+            }
+            return;
+        }
+        self.stats.media_frames += 1;
+        // Packet loss upstream shows as a jump in Twilio's timestamp: fill it with silence so the
+        // media clock (and the recording's alignment) stays true.
+        let expected_ms = self.conversation.media_ms();
+        if media.timestamp_ms > expected_ms + 40 {
+            let gap = media.timestamp_ms - expected_ms;
+            if gap <= MAX_GAP_FILL_MS {
+                self.stats.gap_fill_ms += gap;
+                let silence = [0i16; media::PHONE_FRAME];
+                for _ in 0..gap / 20 {
+                    self.caller_audio(now, &silence);
+                }
+            }
+        }
+        let mut pcm = std::mem::take(&mut self.pcm);
+        mulaw::decode_into(&self.payload, &mut pcm);
+        self.caller_audio(now, &pcm);
+        self.pcm = pcm;
+    }
+
+    fn caller_audio(&mut self, now: Duration, pcm: &[i16]) {
+        if let Some(rec) = self.recorder.as_mut()
+            && let Err(e) = rec.write_caller(pcm)
+        {
+            self.stats.recording_errors += 1;
+            warn!(error = %e, "recording write failed");
+        }
+        self.conversation.handle_input(now, Input::CallerAudio(pcm));
+    }
+
+    fn handle_engine_event(&mut self, event: EngineEvent) {
+        let now = self.now();
+        let input = match event {
+            EngineEvent::Transcript(turn, result) => Input::Transcript { turn, result },
+            EngineEvent::BrainText(turn, text) => Input::BrainText { turn, text },
+            EngineEvent::BrainDone(turn, result) => {
+                self.brain_tasks.remove(&turn);
+                Input::BrainDone { turn, result }
+            }
+            EngineEvent::SpeechAudio(segment, samples) => {
+                self.conversation
+                    .handle_input(now, Input::SpeechAudio { segment, samples: &samples });
+                return;
+            }
+            EngineEvent::SpeechDone(segment, result) => Input::SpeechDone { segment, result },
+        };
+        self.conversation.handle_input(now, input);
+    }
+
+    fn checkpoint(&mut self) {
+        if let Some(rec) = self.recorder.as_mut()
+            && let Err(e) = rec.checkpoint()
+        {
+            self.stats.recording_errors += 1;
+            warn!(error = %e, "recording checkpoint failed");
+        }
+        self.stt_tasks.retain(|t| !t.is_finished());
+    }
+
+    async fn drain_outputs<S: MediaSocket>(&mut self, socket: &mut S) -> Result<(), SocketError> {
+        while let Some(output) = self.conversation.poll_output() {
+            match output {
+                Output::Media(frame) => {
+                    if let Some(rec) = self.recorder.as_mut()
+                        && let Err(e) = rec.write_agent(frame.at_sample, &frame.pcm)
+                    {
+                        self.stats.recording_errors += 1;
+                        warn!(error = %e, "recording write failed");
+                    }
+                    let mut text = String::with_capacity(300);
+                    protocol::write_media(&self.info.stream_sid, &frame.ulaw, &mut text);
+                    socket.send(text).await?;
+                    self.stats.frames_sent += 1;
+                }
+                Output::Mark(name) => {
+                    socket
+                        .send(protocol::mark(&self.info.stream_sid, &name))
+                        .await?
+                }
+                Output::Clear => socket.send(protocol::clear(&self.info.stream_sid)).await?,
+                Output::Transcribe {
+                    turn,
+                    audio,
+                    sample_rate,
+                } => self.spawn_stt(turn, audio, sample_rate),
+                Output::AskBrain { turn, request } => self.spawn_brain(turn, request),
+                Output::Synthesize { segment, text } => {
+                    if self.tts_tx.send((segment, text)).await.is_err() {
+                        let now = self.now();
+                        self.conversation.handle_input(
+                            now,
+                            Input::SpeechDone {
+                                segment,
+                                result: Err(EngineError::Unavailable("tts task ended".into())),
+                            },
+                        );
+                    }
+                }
+                Output::CancelBrain { turn } => {
+                    if let Some(task) = self.brain_tasks.remove(&turn) {
+                        task.abort();
+                    }
+                }
+                Output::CancelSpeech { through } => {
+                    self.tts_cancelled
+                        .fetch_max(i64::from(through.0), Ordering::Relaxed);
+                }
+                Output::TurnFinished(turn) => {
+                    debug!(role = %turn.role, seq = turn.seq, interrupted = turn.interrupted, "turn finished");
+                    self.hooks.turn_finished(&self.info, &turn);
+                }
+                Output::Event(event) => {
+                    if event.kind == "error" {
+                        warn!(detail = %event.detail, "call error");
+                    } else {
+                        debug!(kind = event.kind, "call event");
+                    }
+                    self.hooks.event(&self.info, &event);
+                }
+                Output::Hangup(reason) => {
+                    info!(reason = reason.as_str(), "agent ends the call");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_stt(&mut self, turn: TurnId, audio: Vec<i16>, sample_rate: u32) {
+        let stt = self.engines.stt.clone();
+        let permits = self.engines.stt_permits.clone();
+        let tx = self.events_tx.clone();
+        let task = tokio::spawn(
+            async move {
+                let result = match permits.acquire_owned().await {
+                    Ok(_permit) => {
+                        match timeout(STT_TIMEOUT, stt.transcribe(audio, sample_rate)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(EngineError::Unavailable("speech-to-text timed out".into())),
+                        }
+                    }
+                    Err(_) => Err(EngineError::Unavailable("speech-to-text pool closed".into())),
+                };
+                let _ = tx.send(EngineEvent::Transcript(turn, result)).await;
+            }
+            .in_current_span(),
+        );
+        self.stt_tasks.push(task.abort_handle());
+    }
+
+    fn spawn_brain(&mut self, turn: TurnId, request: BrainRequest) {
+        let brain = self.engines.brain.clone();
+        let tx = self.events_tx.clone();
+        let task = tokio::spawn(
+            async move {
+                let mut stream = brain.respond(request);
+                let mut action = None;
+                let result = loop {
+                    match timeout(BRAIN_STEP_TIMEOUT, stream.next()).await {
+                        Err(_) => break Err(EngineError::Unavailable("brain timed out".into())),
+                        Ok(None) => break Ok(action),
+                        Ok(Some(Err(e))) => break Err(e),
+                        Ok(Some(Ok(BrainEvent::Text(text)))) => {
+                            if tx.send(EngineEvent::BrainText(turn, text)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Some(Ok(BrainEvent::Action(a)))) => action = Some(a),
+                    }
+                };
+                let _ = tx.send(EngineEvent::BrainDone(turn, result)).await;
+            }
+            .in_current_span(),
+        );
+        self.brain_tasks.insert(turn, task.abort_handle());
+    }
+
+    fn finish(mut self) -> CallEnd {
+        self.tts_task.abort();
+        for (_, t) in self.brain_tasks.drain() {
+            t.abort();
+        }
+        for t in self.stt_tasks.drain(..) {
+            t.abort();
+        }
+        // Outputs the final inputs produced (turns, events) are reported even though nothing
+        // more is sent.
+        while let Some(output) = self.conversation.poll_output() {
+            match output {
+                Output::TurnFinished(turn) => self.hooks.turn_finished(&self.info, &turn),
+                Output::Event(event) => self.hooks.event(&self.info, &event),
+                _ => {}
+            }
+        }
+        let recording = match (self.recorder.take(), self.recording_path.take()) {
+            (Some(rec), Some(path)) => match rec.finish() {
+                Ok(summary) => Some(RecordingInfo {
+                    path,
+                    sample_rate: summary.sample_rate,
+                    frames: summary.frames,
+                    duration_ms: summary.duration_ms(),
+                }),
+                Err(e) => {
+                    self.stats.recording_errors += 1;
+                    warn!(error = %e, "recording could not be finished; it will be repaired at the next start");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let end = CallEnd {
+            reason: self
+                .end_reason
+                .clone()
+                .unwrap_or_else(|| "caller_hung_up".into()),
+            media_ms: self.conversation.media_ms(),
+            recording,
+            stats: self.stats,
+        };
+        info!(reason = %end.reason, media_ms = end.media_ms, malformed = self.stats.malformed,
+              bad_payloads = self.stats.bad_payloads, "call ended");
+        self.hooks.call_ended(&self.info, &end);
+        end
+    }
+}
+
+fn is_dtmf(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')
+}
+
+/// Synthesises the call's sentences one at a time, in order, resampled to 8 kHz.
+async fn tts_worker(
+    tts: Arc<dyn TextToSpeech>,
+    mut requests: mpsc::Receiver<(SegmentId, String)>,
+    events: mpsc::Sender<EngineEvent>,
+    cancelled: Arc<AtomicI64>,
+) {
+    let is_cancelled = |s: SegmentId| i64::from(s.0) <= cancelled.load(Ordering::Relaxed);
+    let mut resampler = match Resampler::new(tts.sample_rate(), PHONE_RATE) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "TTS sample rate unsupported");
+            while let Some((segment, _)) = requests.recv().await {
+                let err = Err(EngineError::Unavailable(e.to_string()));
+                let _ = events.send(EngineEvent::SpeechDone(segment, err)).await;
+            }
+            return;
+        }
+    };
+    let mut out = Vec::with_capacity(8_000);
+    while let Some((segment, text)) = requests.recv().await {
+        if is_cancelled(segment) {
+            continue;
+        }
+        let mut stream = tts.synthesize(text);
+        let mut result = Ok(());
+        loop {
+            match timeout(TTS_STEP_TIMEOUT, stream.next()).await {
+                Err(_) => {
+                    result = Err(EngineError::Unavailable("text-to-speech timed out".into()));
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    result = Err(e);
+                    break;
+                }
+                Ok(Some(Ok(samples))) => {
+                    if is_cancelled(segment) {
+                        break;
+                    }
+                    out.clear();
+                    resampler.process(&samples, &mut out);
+                    if !out.is_empty()
+                        && events
+                            .send(EngineEvent::SpeechAudio(segment, out.clone()))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        out.clear();
+        resampler.flush(&mut out);
+        if !out.is_empty() && !is_cancelled(segment) {
+            let _ = events
+                .send(EngineEvent::SpeechAudio(segment, out.clone()))
+                .await;
+        }
+        if events
+            .send(EngineEvent::SpeechDone(segment, result))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
