@@ -22,6 +22,12 @@ pub(super) async fn health(pool: &DbPool) -> Result<(), StoreError> {
     Ok(())
 }
 
+pub(super) async fn schema_version(pool: &DbPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await?)
+}
+
 pub(super) async fn ensure_default_org(
     pool: &DbPool,
     a: &NewAssistant,

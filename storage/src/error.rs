@@ -14,6 +14,9 @@ pub enum StoreError {
     /// A referenced row (assistant, organisation) does not exist in this organisation.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// An argument that cannot be stored safely (e.g. a call sid that is not a file name).
+    #[error("invalid {0}")]
+    InvalidInput(&'static str),
     #[error("unsupported DATABASE_URL scheme (expected postgres://, postgresql:// or sqlite:)")]
     UnsupportedUrl,
     #[error("i/o: {0}")]
@@ -36,6 +39,7 @@ impl StoreError {
             StoreError::Migrate(_)
             | StoreError::OrgMismatch { .. }
             | StoreError::NotFound(_)
+            | StoreError::InvalidInput(_)
             | StoreError::UnsupportedUrl
             | StoreError::Spill(_)
             | StoreError::FlushTimeout { .. } => false,

@@ -1,6 +1,201 @@
-//! stub
-#[derive(Debug)]
-pub struct StoredRecording;
-pub trait RecordingStore {}
-#[derive(Debug)]
-pub struct LocalRecordingStore;
+//! Where recording files live: [`RecordingStore`], with [`LocalRecordingStore`] (a directory under
+//! `VOXANNE_DATA_DIR`) as the one-box implementation.
+//!
+//! The recorder in `media` writes WAV through `impl Write`, so a call always records to a local *staging*
+//! file; when the call ends, [`RecordingStore::put`] moves it to its final place and returns a `location`
+//! string plus checksum for the [`RecordingRecord`](crate::RecordingRecord). Callers only ever hold
+//! locations, so an S3-compatible store (via `object_store`, for multi-node deployments) can implement the
+//! same trait with `s3://bucket/key` locations, upload in `put` and stream in `open`, without touching
+//! them. The trait is async (boxed futures, so it can be used as `Arc<dyn RecordingStore>`) because object
+//! storage is.
+
+use std::fmt;
+use std::future::Future;
+use std::io::Read as _;
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncRead;
+
+use crate::{CallSid, OrgId, StoreError};
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A boxed reader over a stored recording.
+pub type RecordingReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// What [`RecordingStore::put`] stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecording {
+    /// Opaque to callers; store it in [`RecordingRecord::location`](crate::RecordingRecord::location).
+    pub location: String,
+    /// Hex SHA-256 of the stored bytes.
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Storage for recording files. See the module docs.
+pub trait RecordingStore: Send + Sync + fmt::Debug {
+    /// The local file the recorder writes this call's recording to while the call lasts (parent directories
+    /// are created). Fails for a call sid that is not safe in a file name.
+    fn staging_path(&self, org: OrgId, sid: &CallSid) -> Result<PathBuf, StoreError>;
+
+    /// Moves the finished staging file to permanent storage and checksums it. Idempotent: calling it again
+    /// after it succeeded (the staging file is gone) returns the same result.
+    fn put<'a>(&'a self, org: OrgId, sid: &'a CallSid) -> BoxFuture<'a, Result<StoredRecording, StoreError>>;
+
+    /// Opens a stored recording for reading.
+    fn open<'a>(&'a self, location: &'a str) -> BoxFuture<'a, Result<RecordingReader, StoreError>>;
+
+    /// The local file behind `location`, if this store keeps files locally (lets the API serve it directly).
+    fn local_path(&self, location: &str) -> Option<PathBuf>;
+}
+
+/// Recordings as files under `root` (normally `VOXANNE_DATA_DIR/recordings`):
+/// `<root>/<org>/<CallSid>.wav`, staged in `<root>/.staging/` on the same filesystem so `put` is a rename.
+/// Locations look like `local:<org>/<CallSid>.wav`, relative to `root`, so the data directory can move.
+#[derive(Clone, Debug)]
+pub struct LocalRecordingStore {
+    pub root: PathBuf,
+}
+
+const LOCAL_SCHEME: &str = "local:";
+
+impl LocalRecordingStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `data_dir/recordings`.
+    pub fn in_data_dir(data_dir: &Path) -> Self {
+        Self::new(data_dir.join("recordings"))
+    }
+
+    fn relative_key(org: OrgId, sid: &CallSid) -> Result<String, StoreError> {
+        let ok = !sid.0.is_empty()
+            && sid.0.len() <= 64
+            && sid.0.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(StoreError::InvalidInput("call sid"));
+        }
+        Ok(format!("{org}/{sid}.wav"))
+    }
+
+    fn final_path(&self, org: OrgId, sid: &CallSid) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join(Self::relative_key(org, sid)?))
+    }
+}
+
+impl RecordingStore for LocalRecordingStore {
+    fn staging_path(&self, org: OrgId, sid: &CallSid) -> Result<PathBuf, StoreError> {
+        Self::relative_key(org, sid)?;
+        let dir = self.root.join(".staging");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir.join(format!("{org}-{sid}.wav")))
+    }
+
+    fn put<'a>(&'a self, org: OrgId, sid: &'a CallSid) -> BoxFuture<'a, Result<StoredRecording, StoreError>> {
+        Box::pin(async move {
+            let staging = self.staging_path(org, sid)?;
+            let dest = self.final_path(org, sid)?;
+            let location = format!("{LOCAL_SCHEME}{}", Self::relative_key(org, sid)?);
+            // File I/O and hashing off the async threads.
+            let (sha256, bytes) = tokio::task::spawn_blocking(move || -> Result<(String, u64), StoreError> {
+                if staging.exists() {
+                    let f = std::fs::File::open(&staging)?;
+                    // Durable before it becomes visible under its final name.
+                    f.sync_all()?;
+                    if let Some(parent) = dest.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::fs::rename(&staging, &dest)?;
+                }
+                sha256_file(&dest)
+            })
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+            Ok(StoredRecording { location, sha256, bytes })
+        })
+    }
+
+    fn open<'a>(&'a self, location: &'a str) -> BoxFuture<'a, Result<RecordingReader, StoreError>> {
+        Box::pin(async move {
+            let path = self.local_path(location).ok_or(StoreError::InvalidInput("recording location"))?;
+            let file = tokio::fs::File::open(path).await?;
+            Ok(Box::new(file) as RecordingReader)
+        })
+    }
+
+    fn local_path(&self, location: &str) -> Option<PathBuf> {
+        let rel = Path::new(location.strip_prefix(LOCAL_SCHEME)?);
+        // Locations come from our own database, but never let one name a file outside the root.
+        if rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            Some(self.root.join(rel))
+        } else {
+            None
+        }
+    }
+}
+
+/// Hex SHA-256 and length of a file.
+pub fn sha256_file(path: &Path) -> Result<(String, u64), StoreError> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    let digest = hasher.finalize();
+    let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok((hex, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    #[tokio::test]
+    async fn put_moves_the_staged_file_checksums_it_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalRecordingStore::in_data_dir(dir.path());
+        let org = OrgId::new();
+        let sid = CallSid::from("CA0123456789abcdef0123456789abcdef");
+        let staging = store.staging_path(org, &sid).unwrap();
+        std::fs::write(&staging, b"abc").unwrap();
+
+        let stored = store.put(org, &sid).await.unwrap();
+        // SHA-256("abc"), FIPS 180-2 test vector.
+        assert_eq!(stored.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(stored.bytes, 3);
+        assert!(!staging.exists());
+        let path = store.local_path(&stored.location).unwrap();
+        assert_eq!(path, dir.path().join("recordings").join(org.to_string()).join(format!("{sid}.wav")));
+
+        let again = store.put(org, &sid).await.unwrap();
+        assert_eq!(again, stored);
+
+        let mut bytes = Vec::new();
+        store.open(&stored.location).await.unwrap().read_to_end(&mut bytes).await.unwrap();
+        assert_eq!(bytes, b"abc");
+    }
+
+    #[test]
+    fn unsafe_sids_and_locations_are_refused() {
+        let store = LocalRecordingStore::new("/data/recordings");
+        let org = OrgId::new();
+        assert!(store.staging_path(org, &CallSid::from("../../etc/passwd")).is_err());
+        assert!(store.staging_path(org, &CallSid::from("")).is_err());
+        assert_eq!(store.local_path("local:../x.wav"), None);
+        assert_eq!(store.local_path("local:/etc/passwd"), None);
+        assert_eq!(store.local_path("s3://bucket/x.wav"), None);
+    }
+}

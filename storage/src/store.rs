@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -77,6 +78,23 @@ enum Pool {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// SQLite allows one writer at a time, and its busy handler (sleep and retry) is neither fair nor
+    /// bounded under contention: in-process writers queue here instead, so `SQLITE_BUSY` only ever means
+    /// another process holds the lock. Unused for Postgres, which has row locks.
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Like `dispatch!`, for writes: on SQLite, holds the store's writer lock while the function runs.
+macro_rules! dispatch_write {
+    ($self:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
+        match &$self.pool {
+            Pool::Sqlite(pool) => {
+                let _writer = $self.sqlite_writer.lock().await;
+                sqlite_impl::$f(pool, $($arg),*).await
+            }
+            Pool::Postgres(pool) => postgres_impl::$f(pool, $($arg),*).await,
+        }
+    };
 }
 
 /// Runs the same backend function on whichever pool the store has.
@@ -115,7 +133,7 @@ impl Store {
                     .acquire_timeout(opts.acquire_timeout)
                     .connect_with(conn)
                     .await?;
-                Store { pool: Pool::Postgres(pool) }
+                Store { pool: Pool::Postgres(pool), sqlite_writer: Arc::default() }
             }
             Some(url) if url.starts_with("sqlite:") => {
                 Self::open_sqlite(SqliteConnectOptions::from_str(url)?, opts).await?
@@ -142,7 +160,7 @@ impl Store {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(conn)
             .await?;
-        Ok(Store { pool: Pool::Sqlite(pool) })
+        Ok(Store { pool: Pool::Sqlite(pool), sqlite_writer: Arc::default() })
     }
 
     /// Applies pending migrations (`migrations/sqlite` or `migrations/postgres`, embedded at build time).
@@ -153,6 +171,21 @@ impl Store {
             Pool::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
         }
         Ok(())
+    }
+
+    /// The newest migration applied to the database (0 before any), for `voxanne migrate` and the health
+    /// endpoint.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        dispatch!(self, schema_version())
+    }
+
+    /// The newest migration this build embeds; [`Store::schema_version`] equals it after [`Store::migrate`].
+    pub fn latest_schema_version(&self) -> i64 {
+        let migrator = match self.pool {
+            Pool::Sqlite(_) => &SQLITE_MIGRATOR,
+            Pool::Postgres(_) => &POSTGRES_MIGRATOR,
+        };
+        migrator.iter().map(|m| m.version).max().unwrap_or(0)
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -187,27 +220,27 @@ impl Store {
             transfer_number: None,
             settings: serde_json::json!({}),
         };
-        dispatch!(self, ensure_default_org(&assistant, Utc::now()))?;
+        dispatch_write!(self, ensure_default_org(&assistant, Utc::now()))?;
         Ok((DEFAULT_ORG_ID, DEFAULT_ASSISTANT_ID))
     }
 
     pub async fn create_org(&self, name: &str) -> Result<OrgId, StoreError> {
         let id = OrgId::new();
-        dispatch!(self, create_org(id, name, Utc::now()))?;
+        dispatch_write!(self, create_org(id, name, Utc::now()))?;
         Ok(id)
     }
 
     /// Fails with `NotFound("organisation")` if `org` does not exist.
     pub async fn create_assistant(&self, org: OrgId, a: &NewAssistant) -> Result<AssistantId, StoreError> {
         let id = AssistantId::new();
-        dispatch!(self, create_assistant(org, id, a, Utc::now()))?;
+        dispatch_write!(self, create_assistant(org, id, a, Utc::now()))?;
         Ok(id)
     }
 
     /// Points a phone number (E.164, Twilio's `To`) at an assistant of `org`; re-assigning moves it.
     /// Fails with `NotFound("assistant")` if the assistant is not `org`'s.
     pub async fn assign_number(&self, org: OrgId, assistant: AssistantId, e164: &str) -> Result<(), StoreError> {
-        dispatch!(self, assign_number(org, assistant, e164, Utc::now()))
+        dispatch_write!(self, assign_number(org, assistant, e164, Utc::now()))
     }
 
     /// Which org/assistant answers calls to this number (Twilio's `To`).
@@ -226,7 +259,7 @@ impl Store {
 
     /// Replaces the assistant's knowledge base. `NotFound("assistant")` if no such assistant in `org`.
     pub async fn set_knowledge_base(&self, org: OrgId, id: AssistantId, text: &str) -> Result<(), StoreError> {
-        dispatch!(self, set_knowledge_base(org, id, text, Utc::now()))
+        dispatch_write!(self, set_knowledge_base(org, id, text, Utc::now()))
     }
 
     /// Applies one write, idempotently (see [`WriteOp`]). Callers on the audio path use
@@ -241,7 +274,7 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
-        dispatch!(self, apply_batch(ops, Utc::now()))
+        dispatch_write!(self, apply_batch(ops, Utc::now()))
     }
 
     /// The org's calls, newest first, optionally by status, keyset-paged on `started_at`.
