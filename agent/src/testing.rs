@@ -75,7 +75,10 @@ impl Brain for EchoBrain {
                 Ok(BrainEvent::Action(Action::Hangup)),
             ],
             CallerInput::Speech(text) => vec![
-                Ok(BrainEvent::Text(format!("You said: {text}."))),
+                Ok(BrainEvent::Text(format!(
+                    "You said: {}.",
+                    text.trim_end_matches(['.', '!', '?'])
+                ))),
                 Ok(BrainEvent::Text(
                     "Is there anything else I can help with?".into(),
                 )),

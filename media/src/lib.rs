@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod mulaw;
 pub mod recording;
 pub mod resample;
+pub mod testsignal;
 pub mod vad;
 
 /// Sample rate of the telephone leg (Twilio Media Streams: 8 kHz μ-law).

@@ -146,6 +146,9 @@ pub trait CallHooks: Send + Sync + 'static {
     fn turn_finished(&self, call: &CallInfo, turn: &TurnSummary);
     fn event(&self, call: &CallInfo, event: &CallEvent);
     fn call_ended(&self, call: &CallInfo, end: &CallEnd);
+    /// Time from the endpoint decision on a caller turn to the first frame of the reply written
+    /// to the socket (engine time included; with instant engines, this is what the server adds).
+    fn reply_latency(&self, call: &CallInfo, latency: Duration);
 }
 
 /// A message from the socket.
@@ -219,8 +222,11 @@ async fn wait_for_start<S: MediaSocket>(
 ) -> Result<Start, String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let msg = match timeout(deadline.saturating_duration_since(Instant::now()), socket.recv())
-            .await
+        let msg = match timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            socket.recv(),
+        )
+        .await
         {
             Err(_) => return Err("no start message within 10 s".into()),
             Ok(None) => return Err("closed".into()),
@@ -271,6 +277,11 @@ struct CallTask {
     pcm: Vec<i16>,
     last_chunk: u64,
     end_reason: Option<String>,
+    /// When each caller turn was endpointed (Transcribe emitted), until its reply is asked for.
+    endpointed: HashMap<TurnId, Instant>,
+    /// The reply being prepared and when its caller turn was endpointed: the next frame sent
+    /// is its first.
+    awaiting_first_frame: Option<(TurnId, Instant)>,
 }
 
 impl CallTask {
@@ -323,6 +334,8 @@ impl CallTask {
             pcm: Vec::with_capacity(protocol::MAX_PAYLOAD_BYTES),
             last_chunk: 0,
             end_reason: None,
+            endpointed: HashMap::new(),
+            awaiting_first_frame: None,
         }
     }
 
@@ -506,8 +519,13 @@ impl CallTask {
                 Input::BrainDone { turn, result }
             }
             EngineEvent::SpeechAudio(segment, samples) => {
-                self.conversation
-                    .handle_input(now, Input::SpeechAudio { segment, samples: &samples });
+                self.conversation.handle_input(
+                    now,
+                    Input::SpeechAudio {
+                        segment,
+                        samples: &samples,
+                    },
+                );
                 return;
             }
             EngineEvent::SpeechDone(segment, result) => Input::SpeechDone { segment, result },
@@ -539,6 +557,9 @@ impl CallTask {
                     protocol::write_media(&self.info.stream_sid, &frame.ulaw, &mut text);
                     socket.send(text).await?;
                     self.stats.frames_sent += 1;
+                    if let Some((_, at)) = self.awaiting_first_frame.take() {
+                        self.hooks.reply_latency(&self.info, at.elapsed());
+                    }
                 }
                 Output::Mark(name) => {
                     socket
@@ -550,8 +571,15 @@ impl CallTask {
                     turn,
                     audio,
                     sample_rate,
-                } => self.spawn_stt(turn, audio, sample_rate),
-                Output::AskBrain { turn, request } => self.spawn_brain(turn, request),
+                } => {
+                    self.endpointed.insert(turn, Instant::now());
+                    self.spawn_stt(turn, audio, sample_rate)
+                }
+                Output::AskBrain { turn, request } => {
+                    self.awaiting_first_frame = self.endpointed.remove(&turn).map(|at| (turn, at));
+                    self.endpointed.retain(|t, _| *t > turn);
+                    self.spawn_brain(turn, request)
+                }
                 Output::Synthesize { segment, text } => {
                     if self.tts_tx.send((segment, text)).await.is_err() {
                         let now = self.now();
@@ -565,11 +593,16 @@ impl CallTask {
                     }
                 }
                 Output::CancelBrain { turn } => {
+                    if self.awaiting_first_frame.is_some_and(|(t, _)| t == turn) {
+                        self.awaiting_first_frame = None;
+                    }
                     if let Some(task) = self.brain_tasks.remove(&turn) {
                         task.abort();
                     }
                 }
                 Output::CancelSpeech { through } => {
+                    // A reply cancelled before its first frame has no latency to report.
+                    self.awaiting_first_frame = None;
                     self.tts_cancelled
                         .fetch_max(i64::from(through.0), Ordering::Relaxed);
                 }
@@ -603,10 +636,14 @@ impl CallTask {
                     Ok(_permit) => {
                         match timeout(STT_TIMEOUT, stt.transcribe(audio, sample_rate)).await {
                             Ok(r) => r,
-                            Err(_) => Err(EngineError::Unavailable("speech-to-text timed out".into())),
+                            Err(_) => {
+                                Err(EngineError::Unavailable("speech-to-text timed out".into()))
+                            }
                         }
                     }
-                    Err(_) => Err(EngineError::Unavailable("speech-to-text pool closed".into())),
+                    Err(_) => Err(EngineError::Unavailable(
+                        "speech-to-text pool closed".into(),
+                    )),
                 };
                 let _ = tx.send(EngineEvent::Transcript(turn, result)).await;
             }

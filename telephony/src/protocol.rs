@@ -82,14 +82,25 @@ pub struct Media {
 /// An inbound message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
-    Connected { protocol: String, version: String },
+    Connected {
+        protocol: String,
+        version: String,
+    },
     Start(Start),
     Media(Media),
-    Dtmf { digit: String },
-    Mark { name: String },
-    Stop { call_sid: Option<String> },
+    Dtmf {
+        digit: String,
+    },
+    Mark {
+        name: String,
+    },
+    Stop {
+        call_sid: Option<String>,
+    },
     /// An event we do not know; tolerated.
-    Unknown { event: String },
+    Unknown {
+        event: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -239,7 +250,8 @@ pub fn write_media(stream_sid: &str, ulaw: &[u8], out: &mut String) {
 
 /// An outbound `mark` message.
 pub fn mark(stream_sid: &str, name: &str) -> String {
-    serde_json::json!({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}).to_string()
+    serde_json::json!({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+        .to_string()
 }
 
 /// An outbound `clear` message.
@@ -297,9 +309,17 @@ pub mod twilio {
 /// What we send to Twilio, parsed back (for the simulator and tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
-    Media { stream_sid: String, payload: Vec<u8> },
-    Mark { stream_sid: String, name: String },
-    Clear { stream_sid: String },
+    Media {
+        stream_sid: String,
+        payload: Vec<u8>,
+    },
+    Mark {
+        stream_sid: String,
+        name: String,
+    },
+    Clear {
+        stream_sid: String,
+    },
 }
 
 /// Parses one of our outbound messages, strictly: this is how the simulator checks that we
@@ -386,7 +406,10 @@ mod tests {
         let Inbound::Media(m) = parse(media).unwrap() else {
             panic!()
         };
-        assert_eq!((m.chunk, m.timestamp_ms, m.track.as_str()), (1, 5, "inbound"));
+        assert_eq!(
+            (m.chunk, m.timestamp_ms, m.track.as_str()),
+            (1, 5, "inbound")
+        );
         let mut buf = Vec::new();
         decode_payload(&m.payload, &mut buf).unwrap();
         assert_eq!(buf, vec![0xFF; 4]);
@@ -395,8 +418,13 @@ mod tests {
             Inbound::Dtmf { digit: "1".into() }
         );
         assert_eq!(
-            parse(r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"seg-0"}}"#).unwrap(),
-            Inbound::Mark { name: "seg-0".into() }
+            parse(
+                r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"seg-0"}}"#
+            )
+            .unwrap(),
+            Inbound::Mark {
+                name: "seg-0".into()
+            }
         );
         assert_eq!(
             parse(r#"{"event":"stop","sequenceNumber":"5","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}"#).unwrap(),
@@ -419,7 +447,10 @@ mod tests {
     #[test]
     fn rejects_malformed_messages_clearly() {
         assert!(matches!(parse("{not json"), Err(ProtocolError::Json(_))));
-        assert!(matches!(parse(r#"{"no_event":1}"#), Err(ProtocolError::Json(_))));
+        assert!(matches!(
+            parse(r#"{"no_event":1}"#),
+            Err(ProtocolError::Json(_))
+        ));
         assert!(matches!(
             parse(r#"{"event":"media"}"#),
             Err(ProtocolError::Missing { .. })
@@ -428,7 +459,10 @@ mod tests {
             parse(r#"{"event":"start","start":{"streamSid":"x"}}"#),
             Err(ProtocolError::Json(_))
         ));
-        let big = format!(r#"{{"event":"media","pad":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+        let big = format!(
+            r#"{{"event":"media","pad":"{}"}}"#,
+            "x".repeat(MAX_MESSAGE_BYTES)
+        );
         assert!(matches!(parse(&big), Err(ProtocolError::TooLarge(_))));
         let mut buf = Vec::new();
         assert!(matches!(

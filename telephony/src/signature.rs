@@ -122,7 +122,12 @@ mod tests {
         p[2].1 = "1235".into();
         assert!(!validate(TOKEN, SIGNATURE, URL, &p));
         assert!(!validate("54321", SIGNATURE, URL, &params()));
-        assert!(!validate(TOKEN, SIGNATURE, "https://mycompany.com/myapp.php?foo=1&bar=3", &params()));
+        assert!(!validate(
+            TOKEN,
+            SIGNATURE,
+            "https://mycompany.com/myapp.php?foo=1&bar=3",
+            &params()
+        ));
         assert!(!validate(TOKEN, "", URL, &params()));
         assert!(!validate("", SIGNATURE, URL, &params()));
         let mut extra = params();

@@ -144,6 +144,12 @@ mod tests {
         assert!(!verify_stream_token("secret", &t, "CA1", "other", "asst"));
         assert!(!verify_stream_token("secret", &t, "CA1", "org", "other"));
         assert!(!verify_stream_token("other", &t, "CA1", "org", "asst"));
-        assert!(!verify_stream_token("", &stream_token("", "CA1", "o", "a"), "CA1", "o", "a"));
+        assert!(!verify_stream_token(
+            "",
+            &stream_token("", "CA1", "o", "a"),
+            "CA1",
+            "o",
+            "a"
+        ));
     }
 }

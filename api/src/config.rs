@@ -1,0 +1,198 @@
+//! Configuration: read once from the environment at start, validated, handed down as types.
+//! Every variable is documented in README.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Which engines answer calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// Test doubles (scripted STT, echo brain, tone TTS): for trying the call flow and for
+    /// load tests. Never the default.
+    Test,
+    /// The embedded offline engines (Whisper, Piper). Not built yet: selecting them fails with
+    /// a clear error.
+    Embedded,
+}
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `VOXANNE_ADDR`: where to listen. Default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    /// `VOXANNE_PUBLIC_URL`: the URL Twilio reaches us at (`https://…`), without a trailing
+    /// slash. Signatures are checked against it and the `wss://` stream URL derives from it.
+    /// Default `http://{addr}` (local use only).
+    pub public_url: String,
+    /// `TWILIO_AUTH_TOKEN`: checks Twilio's signatures and signs stream tokens. Required:
+    /// there is no mode that skips signature checks.
+    pub auth_token: String,
+    /// `DATABASE_URL`: `postgres://…` for Postgres; unset for SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// `VOXANNE_DATA_DIR`: recordings, the SQLite database, spill files, models. Default
+    /// `./data`.
+    pub data_dir: PathBuf,
+    /// `VOXANNE_ENGINES`: `embedded` (default) or `test`.
+    pub engines: EngineChoice,
+    /// `VOXANNE_MAX_CALLS`: concurrent calls accepted; more get a polite busy message.
+    /// Default 100.
+    pub max_calls: usize,
+    /// `VOXANNE_STT_CONCURRENCY`: concurrent speech-to-text decodes across all calls. Default:
+    /// the number of cores.
+    pub stt_concurrency: usize,
+}
+
+/// A configuration error, naming the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is required: {why}")]
+    Missing {
+        name: &'static str,
+        why: &'static str,
+    },
+    #[error("{name}={value:?} is invalid: {why}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+impl Config {
+    /// Reads the configuration from `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let nonempty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let addr_text = nonempty("VOXANNE_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let addr: SocketAddr = addr_text.parse().map_err(|e| ConfigError::Invalid {
+            name: "VOXANNE_ADDR",
+            value: addr_text.clone(),
+            why: format!("{e} (expected host:port, e.g. 0.0.0.0:8080)"),
+        })?;
+        let public_url = nonempty("VOXANNE_PUBLIC_URL")
+            .unwrap_or_else(|| format!("http://{addr}"))
+            .trim_end_matches('/')
+            .to_string();
+        if !(public_url.starts_with("https://") || public_url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                name: "VOXANNE_PUBLIC_URL",
+                value: public_url,
+                why: "must start with https:// (or http:// for local use)".into(),
+            });
+        }
+        let auth_token = nonempty("TWILIO_AUTH_TOKEN").ok_or(ConfigError::Missing {
+            name: "TWILIO_AUTH_TOKEN",
+            why: "every Twilio webhook is signature-checked; use your account's auth token \
+                  (any secret string for local simulation)",
+        })?;
+        let engines = match nonempty("VOXANNE_ENGINES").as_deref() {
+            None | Some("embedded") => EngineChoice::Embedded,
+            Some("test") => EngineChoice::Test,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "VOXANNE_ENGINES",
+                    value: other.into(),
+                    why: "expected `embedded` or `test`".into(),
+                });
+            }
+        };
+        let number = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match nonempty(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(ConfigError::Invalid {
+                        name,
+                        value: v,
+                        why: "expected a positive whole number".into(),
+                    }),
+                },
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Self {
+            addr,
+            public_url,
+            auth_token,
+            database_url: nonempty("DATABASE_URL"),
+            data_dir: PathBuf::from(nonempty("VOXANNE_DATA_DIR").unwrap_or_else(|| "data".into())),
+            engines,
+            max_calls: number("VOXANNE_MAX_CALLS", 100)?,
+            stt_concurrency: number("VOXANNE_STT_CONCURRENCY", cores)?,
+        })
+    }
+
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The Media Streams URL Twilio should open (`wss://` for an `https://` public URL).
+    pub fn stream_url(&self) -> String {
+        let ws = if let Some(rest) = self.public_url.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = self.public_url.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            self.public_url.clone()
+        };
+        format!("{ws}/twilio/media")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_only_the_auth_token() {
+        let c = config(&[("TWILIO_AUTH_TOKEN", "t")]).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.stream_url(), "ws://127.0.0.1:8080/twilio/media");
+        assert_eq!(c.engines, EngineChoice::Embedded);
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn there_is_no_way_to_run_without_an_auth_token() {
+        let err = config(&[]).unwrap_err();
+        assert!(err.to_string().contains("TWILIO_AUTH_TOKEN"));
+        assert!(config(&[("TWILIO_AUTH_TOKEN", "  ")]).is_err());
+    }
+
+    #[test]
+    fn public_url_gives_a_wss_stream_url() {
+        let c = config(&[
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("VOXANNE_PUBLIC_URL", "https://voice.example.com/"),
+        ])
+        .unwrap();
+        assert_eq!(c.public_url, "https://voice.example.com");
+        assert_eq!(c.stream_url(), "wss://voice.example.com/twilio/media");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_ADDR", "nope")]).unwrap_err();
+        assert!(e.to_string().contains("VOXANNE_ADDR"));
+        let e = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_ENGINES", "gpt")]).unwrap_err();
+        assert!(e.to_string().contains("VOXANNE_ENGINES"));
+        let e = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_MAX_CALLS", "0")]).unwrap_err();
+        assert!(e.to_string().contains("VOXANNE_MAX_CALLS"));
+        let e = config(&[
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("VOXANNE_PUBLIC_URL", "ftp://x"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("VOXANNE_PUBLIC_URL"));
+    }
+}

@@ -1,0 +1,50 @@
+//! Engine selection: which speech-to-text, brain and text-to-speech answer calls.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use agent::testing::{EchoBrain, ScriptedStt, ToneTts};
+use media::vad::EarshotVad;
+use telephony::call::CallEngines;
+
+use crate::config::{Config, EngineChoice};
+
+/// What the scripted speech-to-text "hears", in order, when `VOXANNE_ENGINES=test`: a short
+/// booking conversation that ends with the caller saying goodbye.
+pub const DEMO_LINES: [&str; 3] = [
+    "Hi, I would like to book a cleaning.",
+    "Tuesday morning would be great.",
+    "That's all, thank you, bye.",
+];
+
+/// Engines could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineSetupError {
+    #[error(
+        "the embedded offline engines (Whisper speech-to-text, Piper text-to-speech) are not \
+         built yet; run with VOXANNE_ENGINES=test to try the call flow with test engines \
+         (scripted transcripts, a tone as the agent's voice)"
+    )]
+    EmbeddedNotBuilt,
+}
+
+/// Builds the configured engines, loaded once and shared by every call.
+pub fn build(config: &Config) -> Result<CallEngines, EngineSetupError> {
+    match config.engines {
+        EngineChoice::Embedded => Err(EngineSetupError::EmbeddedNotBuilt),
+        EngineChoice::Test => Ok(test_engines(&DEMO_LINES, config.stt_concurrency)),
+    }
+}
+
+/// The test-double engines: scripted STT (these lines, in order), the echo brain, a 440 Hz
+/// tone as speech; with the real earshot VAD.
+pub fn test_engines(lines: &[&str], stt_concurrency: usize) -> CallEngines {
+    CallEngines {
+        stt: Arc::new(ScriptedStt::new(lines.iter().copied())),
+        brain: Arc::new(EchoBrain::default()),
+        tts: Arc::new(ToneTts::new(16_000, 440.0)),
+        stt_permits: Arc::new(Semaphore::new(stt_concurrency)),
+        vad: Arc::new(|| Box::new(EarshotVad::new())),
+    }
+}

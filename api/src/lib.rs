@@ -1,0 +1,142 @@
+//! The `voxanne` binary's library: configuration, the HTTP server, and the tools that drive it
+//! (the call simulator and the load generator).
+//!
+//! Invariant: this is the only crate that knows HTTP, env vars and `main`. It wires
+//! `telephony` (calls) to `storage` (records) and never does DSP or SQL itself.
+
+pub mod caller;
+pub mod config;
+pub mod engines;
+pub mod load;
+pub mod server;
+pub mod simulate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use storage::{Store, WriteQueue};
+use telephony::call::CallEngines;
+
+use crate::config::Config;
+use crate::server::AppState;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    queue_task: JoinHandle<()>,
+}
+
+/// Opens the store (running migrations), repairs recordings a crash left behind, and serves.
+/// With `VOXANNE_ADDR` port 0 the OS picks a port; [`Server::addr`] says which.
+pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create VOXANNE_DATA_DIR {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = Store::open(config.database_url.as_deref(), &config.data_dir)
+        .await
+        .context("cannot open the database")?;
+    let default_org = store
+        .ensure_default_org()
+        .await
+        .context("cannot create the default organisation")?;
+    let repaired = repair_recordings(&config.data_dir.join("recordings"));
+    if repaired > 0 {
+        warn!(repaired, "recordings interrupted by a crash were repaired");
+    }
+    let (queue, queue_task) = WriteQueue::spawn(
+        store.clone(),
+        config.data_dir.join("write-queue.spill.jsonl"),
+    );
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    if config.public_url == format!("http://{}", config.addr) {
+        config.public_url = format!("http://{addr}");
+    }
+    info!(%addr, public_url = %config.public_url, backend = store.backend(), "voxanne listening");
+    let state = AppState::new(config, store, queue, engines, default_org);
+    let shutdown = CancellationToken::new();
+    let app = server::router(state.clone());
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "server stopped with an error");
+        }
+    });
+    Ok(Server {
+        addr,
+        state,
+        shutdown,
+        task,
+        queue_task,
+    })
+}
+
+impl Server {
+    /// Stops accepting, lets calls in progress finish (up to `grace`), and writes out every
+    /// queued record.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        let left = self.state.drain_calls(grace).await;
+        if left > 0 {
+            warn!(left, "calls still running at shutdown");
+        }
+        let _ = self.task.await;
+        if let Err(e) = self.state.queue().shutdown(Duration::from_secs(10)).await {
+            warn!(error = %e, "write queue did not drain; the rest is in the spill file");
+        }
+        let _ = self.queue_task.await;
+    }
+}
+
+/// Repairs every WAV under `dir` whose header a crash left stale. Returns how many were fixed.
+pub fn repair_recordings(dir: &Path) -> usize {
+    let mut repaired = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "wav") {
+                let outcome = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(media::recording::RecordingError::from)
+                    .and_then(|mut f| media::recording::repair(&mut f));
+                match outcome {
+                    Ok(media::recording::RepairOutcome::Repaired { frames }) => {
+                        info!(path = %path.display(), frames, "recording repaired");
+                        repaired += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "recording could not be repaired")
+                    }
+                }
+            }
+        }
+    }
+    repaired
+}

@@ -1,0 +1,607 @@
+//! The HTTP surface: Twilio's webhooks, the Media Streams WebSocket, health and metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn};
+
+use agent::conversation::{CallEvent, ConversationConfig, TurnSummary};
+use storage::{
+    AssistantId, CallSid, EventRecord, LocalRecordingStore, OrgId, RecordingRecord, RecordingStore,
+    Store, TurnLatency, TurnRecord, WriteOp, WriteQueue,
+};
+use telephony::call::{
+    CallEnd, CallEngines, CallHooks, CallInfo, CallSetup, MediaSocket, Rejected, SocketError,
+    SocketMessage, run_call,
+};
+use telephony::protocol::{MAX_MESSAGE_BYTES, Start};
+use telephony::webhook::{
+    StatusCallback, VoiceWebhook, parse_form, stream_token, verify_stream_token,
+};
+use telephony::{signature, twiml};
+
+use crate::config::Config;
+
+/// Largest webhook body we read. Twilio's voice and status callbacks are a few KiB of form
+/// fields; 64 KiB is generous and keeps a flood of junk cheap to refuse (413).
+pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
+
+/// Shared server state. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    store: Store,
+    queue: WriteQueue,
+    recordings: Arc<dyn RecordingStore>,
+    engines: CallEngines,
+    /// One permit per call in progress: caps concurrent calls (a new call beyond it hears a
+    /// busy message); shutdown waits until all are returned.
+    call_slots: Arc<Semaphore>,
+    default_org: (OrgId, AssistantId),
+    metrics: Metrics,
+}
+
+/// Counters and the reply-latency histogram behind `/metrics`.
+#[derive(Debug)]
+pub struct Metrics {
+    pub calls_started: AtomicU64,
+    pub calls_ended: AtomicU64,
+    pub calls_rejected_busy: AtomicU64,
+    pub webhooks_forbidden: AtomicU64,
+    pub malformed_messages: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    /// Endpoint decision to first reply frame, microseconds.
+    pub reply_latency_us: Mutex<Histogram<u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            calls_started: AtomicU64::new(0),
+            calls_ended: AtomicU64::new(0),
+            calls_rejected_busy: AtomicU64::new(0),
+            webhooks_forbidden: AtomicU64::new(0),
+            malformed_messages: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            // 1 µs to 10 minutes, 3 significant figures.
+            reply_latency_us: Mutex::new(
+                Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
+            ),
+        }
+    }
+}
+
+impl AppState {
+    /// Builds the state; the store must be open and migrated.
+    pub fn new(
+        config: Config,
+        store: Store,
+        queue: WriteQueue,
+        engines: CallEngines,
+        default_org: (OrgId, AssistantId),
+    ) -> Self {
+        let recordings: Arc<dyn RecordingStore> =
+            Arc::new(LocalRecordingStore::in_data_dir(&config.data_dir));
+        Self {
+            inner: Arc::new(Inner {
+                call_slots: Arc::new(Semaphore::new(config.max_calls)),
+                config,
+                store,
+                queue,
+                recordings,
+                engines,
+                default_org,
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn queue(&self) -> &WriteQueue {
+        &self.inner.queue
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.inner.config.max_calls - self.inner.call_slots.available_permits()
+    }
+
+    /// Waits until every call has ended, or `timeout` passes. Returns the calls still going.
+    pub async fn drain_calls(&self, timeout: Duration) -> usize {
+        let all = self.inner.config.max_calls as u32;
+        match tokio::time::timeout(timeout, self.inner.call_slots.acquire_many(all)).await {
+            Ok(Ok(permits)) => {
+                drop(permits);
+                0
+            }
+            _ => self.active_calls(),
+        }
+    }
+
+    /// Which organisation and assistant answer calls to `to`: the number's owner, else the
+    /// default organisation (one-box setups route every number there).
+    async fn resolve(&self, to: &str) -> (OrgId, AssistantId) {
+        match self.inner.store.resolve_number(to).await {
+            Ok(Some(found)) => found,
+            Ok(None) => self.inner.default_org,
+            Err(e) => {
+                warn!(error = %e, "number lookup failed; answering with the default assistant");
+                self.inner.default_org
+            }
+        }
+    }
+}
+
+/// The application router. Built without a server, so tests drive it with `oneshot`.
+pub fn router(state: AppState) -> Router {
+    let twilio = Router::new()
+        .route("/twilio/voice", post(voice_webhook))
+        .route("/twilio/status", post(status_callback))
+        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES));
+    Router::new()
+        .merge(twilio)
+        .route("/twilio/media", get(media_stream))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// An HTTP error: a status and a short body; details go to the log, never to the client.
+#[derive(Debug)]
+pub enum AppError {
+    Forbidden,
+    BadRequest(String),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::Forbidden => (StatusCode::FORBIDDEN, "invalid signature").into_response(),
+            AppError::BadRequest(why) => (StatusCode::BAD_REQUEST, why).into_response(),
+        }
+    }
+}
+
+fn xml(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+}
+
+/// Checks `X-Twilio-Signature` against our public URL for this path and query.
+fn verify_signature(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<(), AppError> {
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let url = format!("{}{}", state.config().public_url, path);
+    if signature::validate(&state.config().auth_token, signature, &url, params) {
+        Ok(())
+    } else {
+        state
+            .metrics()
+            .webhooks_forbidden
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(%url, has_signature = !signature.is_empty(), "webhook signature rejected");
+        Err(AppError::Forbidden)
+    }
+}
+
+async fn voice_webhook(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let params = parse_form(&body);
+    verify_signature(&state, &uri, &headers, &params)?;
+    let hook =
+        VoiceWebhook::from_params(&params).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    if state.inner.call_slots.available_permits() == 0 {
+        state
+            .metrics()
+            .calls_rejected_busy
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(call_sid = %hook.call_sid, "at capacity; call declined");
+        return Ok(xml(twiml::say_and_hang_up(
+            "Sorry, all our lines are busy right now. Please call again in a few minutes.",
+        )));
+    }
+    let (org, assistant) = state.resolve(&hook.to).await;
+    state.queue().submit(WriteOp::CallStarted {
+        org,
+        assistant: Some(assistant),
+        sid: CallSid(hook.call_sid.clone()),
+        from: hook.from.clone(),
+        to: hook.to.clone(),
+        direction: hook.direction.clone(),
+        started_at: Utc::now(),
+    });
+    if !hook.call_status.is_empty() {
+        state.queue().submit(WriteOp::CallStatus {
+            org,
+            sid: CallSid(hook.call_sid.clone()),
+            status: hook.call_status.clone(),
+            at: Utc::now(),
+        });
+    }
+    let org_s = org.to_string();
+    let assistant_s = assistant.to_string();
+    let token = stream_token(
+        &state.config().auth_token,
+        &hook.call_sid,
+        &org_s,
+        &assistant_s,
+    );
+    info!(call_sid = %hook.call_sid, org_id = %org_s, "incoming call");
+    Ok(xml(twiml::connect_stream(
+        &state.config().stream_url(),
+        &[
+            ("org", &org_s),
+            ("assistant", &assistant_s),
+            ("token", &token),
+        ],
+    )))
+}
+
+async fn status_callback(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let params = parse_form(&body);
+    verify_signature(&state, &uri, &headers, &params)?;
+    let cb =
+        StatusCallback::from_params(&params).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let (org, _) = state.resolve(&cb.to).await;
+    state.queue().submit(WriteOp::CallStatus {
+        org,
+        sid: CallSid(cb.call_sid),
+        status: cb.call_status,
+        at: Utc::now(),
+    });
+    Ok(xml(twiml::empty()))
+}
+
+async fn media_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            let Ok(slot) = state.inner.call_slots.clone().try_acquire_owned() else {
+                warn!("media stream refused: at capacity");
+                let mut socket = AxumSocket(socket);
+                socket.close().await;
+                return;
+            };
+            let hooks: Arc<dyn CallHooks> = Arc::new(ApiHooks {
+                state: state.clone(),
+            });
+            run_call(AxumSocket(socket), state.inner.engines.clone(), hooks).await;
+            drop(slot);
+        })
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let db = state.store().health().await;
+    let q = state.queue().stats();
+    let body = serde_json::json!({
+        "status": if db.is_ok() { "ok" } else { "degraded" },
+        "database": {
+            "backend": state.store().backend(),
+            "up": db.is_ok(),
+            "error": db.err().map(|e| e.to_string()),
+            "queue": {
+                "queued": q.queued, "written": q.written, "retried": q.retried,
+                "spilled": q.spilled, "dropped": q.dropped, "writer_db_up": q.db_up,
+            },
+        },
+        "calls": { "active": state.active_calls(), "max": state.config().max_calls },
+    });
+    let status = if body["status"] == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let m = state.metrics();
+    let mut out = String::new();
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    };
+    counter(
+        &mut out,
+        "voxanne_calls_started_total",
+        "Calls whose media stream started.",
+        m.calls_started.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "voxanne_calls_ended_total",
+        "Calls that ended.",
+        m.calls_ended.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "voxanne_calls_rejected_busy_total",
+        "Calls declined at capacity.",
+        m.calls_rejected_busy.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "voxanne_webhooks_forbidden_total",
+        "Webhooks with a bad signature.",
+        m.webhooks_forbidden.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "voxanne_malformed_messages_total",
+        "Media stream messages dropped as malformed.",
+        m.malformed_messages.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "voxanne_frames_in_total",
+        "Caller media frames received.",
+        m.frames_in.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "voxanne_frames_out_total",
+        "Agent media frames sent.",
+        m.frames_out.load(Ordering::Relaxed),
+    );
+    let q = state.queue().stats();
+    counter(
+        &mut out,
+        "voxanne_db_writes_spilled_total",
+        "Writes that went to the spill file.",
+        q.spilled,
+    );
+    counter(
+        &mut out,
+        "voxanne_db_writes_dropped_total",
+        "Writes lost because the spill file was full.",
+        q.dropped,
+    );
+    out.push_str(&format!(
+        "# HELP voxanne_active_calls Calls in progress.\n# TYPE voxanne_active_calls gauge\nvoxanne_active_calls {}\n",
+        state.active_calls()
+    ));
+    if let Ok(h) = m.reply_latency_us.lock() {
+        out.push_str("# HELP voxanne_reply_latency_seconds Endpoint decision to first reply frame sent.\n# TYPE voxanne_reply_latency_seconds summary\n");
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            out.push_str(&format!(
+                "voxanne_reply_latency_seconds{{quantile=\"{q}\"}} {:.6}\n",
+                h.value_at_quantile(q) as f64 / 1e6
+            ));
+        }
+        out.push_str(&format!(
+            "voxanne_reply_latency_seconds_count {}\n",
+            h.len()
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// axum's WebSocket as the call task's [`MediaSocket`].
+struct AxumSocket(WebSocket);
+
+impl MediaSocket for AxumSocket {
+    async fn recv(&mut self) -> Option<Result<SocketMessage, SocketError>> {
+        loop {
+            return match self.0.recv().await? {
+                Ok(Message::Text(text)) => Some(Ok(SocketMessage::Text(text.to_string()))),
+                Ok(Message::Binary(b)) => Some(Ok(SocketMessage::Binary(b.len()))),
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(Message::Close(_)) => None,
+                Err(e) => Some(Err(SocketError(e.to_string()))),
+            };
+        }
+    }
+
+    async fn send(&mut self, text: String) -> Result<(), SocketError> {
+        self.0
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| SocketError(e.to_string()))
+    }
+
+    async fn close(&mut self) {
+        let _ = self.0.send(Message::Close(None)).await;
+    }
+}
+
+/// Persists what calls do, through the write queue (never waiting on the database).
+struct ApiHooks {
+    state: AppState,
+}
+
+/// The organisation a verified stream belongs to (checked in `setup`).
+fn call_org(call: &CallInfo) -> Option<OrgId> {
+    call.custom_parameters
+        .get("org")
+        .and_then(|o| o.parse().ok())
+        .map(OrgId)
+}
+
+impl CallHooks for ApiHooks {
+    fn setup(&self, start: &Start) -> BoxFuture<'static, Result<CallSetup, Rejected>> {
+        let state = self.state.clone();
+        let start = start.clone();
+        Box::pin(async move {
+            let param = |name: &str| {
+                start
+                    .custom_parameters
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (org_s, assistant_s, token) = (param("org"), param("assistant"), param("token"));
+            if !verify_stream_token(
+                &state.config().auth_token,
+                &token,
+                &start.call_sid,
+                &org_s,
+                &assistant_s,
+            ) {
+                return Err(Rejected("stream token does not match the call".into()));
+            }
+            let org = OrgId(org_s.parse().map_err(|_| Rejected("bad org".into()))?);
+            let assistant = AssistantId(
+                assistant_s
+                    .parse()
+                    .map_err(|_| Rejected("bad assistant".into()))?,
+            );
+            let mut conversation = ConversationConfig::default();
+            match state.store().get_assistant(org, assistant).await {
+                Ok(Some(a)) if !a.greeting.trim().is_empty() => conversation.greeting = a.greeting,
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "assistant lookup failed; using the default greeting"),
+            }
+            let sid = CallSid(start.call_sid.clone());
+            let recording_path = match state.inner.recordings.staging_path(org, &sid) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(error = %e, "no recording path for this call");
+                    None
+                }
+            };
+            state
+                .metrics()
+                .calls_started
+                .fetch_add(1, Ordering::Relaxed);
+            Ok(CallSetup {
+                conversation,
+                recording_path,
+                org: org_s,
+            })
+        })
+    }
+
+    fn call_started(&self, _call: &CallInfo) {}
+
+    fn turn_finished(&self, call: &CallInfo, turn: &TurnSummary) {
+        let Some(org) = call_org(call) else { return };
+        let l = turn.latency;
+        let ms = |v: Option<u32>| v.map(i64::from);
+        self.state.queue().submit(WriteOp::Turn(TurnRecord {
+            org,
+            sid: CallSid(call.call_sid.clone()),
+            seq: turn.seq as i32,
+            role: turn.role.as_str().to_string(),
+            text: turn.text.clone(),
+            heard_text: turn.heard.clone(),
+            interrupted: turn.interrupted,
+            start_ms: turn.start_ms as i64,
+            end_ms: turn.end_ms as i64,
+            latency: TurnLatency {
+                endpointing_ms: ms(l.endpointing_ms),
+                stt_ms: ms(l.stt_ms),
+                brain_first_token_ms: ms(l.brain_first_token_ms),
+                tts_first_audio_ms: ms(l.tts_first_audio_ms),
+                voice_to_voice_ms: ms(l.voice_to_voice_ms),
+            },
+        }));
+    }
+
+    fn event(&self, call: &CallInfo, event: &CallEvent) {
+        let Some(org) = call_org(call) else { return };
+        self.state.queue().submit(WriteOp::Event(EventRecord {
+            org,
+            sid: CallSid(call.call_sid.clone()),
+            seq: event.seq as i32,
+            at_ms: event.at_ms as i64,
+            kind: event.kind.to_string(),
+            detail: serde_json::json!({ "detail": event.detail }),
+        }));
+    }
+
+    fn call_ended(&self, call: &CallInfo, end: &CallEnd) {
+        let m = self.state.metrics();
+        m.calls_ended.fetch_add(1, Ordering::Relaxed);
+        m.malformed_messages.fetch_add(
+            end.stats.malformed + end.stats.bad_payloads,
+            Ordering::Relaxed,
+        );
+        m.frames_in
+            .fetch_add(end.stats.media_frames, Ordering::Relaxed);
+        m.frames_out
+            .fetch_add(end.stats.frames_sent, Ordering::Relaxed);
+        let Some(org) = call_org(call) else { return };
+        let sid = CallSid(call.call_sid.clone());
+        self.state.queue().submit(WriteOp::CallEnded {
+            org,
+            sid: sid.clone(),
+            ended_at: Utc::now(),
+            end_reason: end.reason.clone(),
+            duration_ms: end.media_ms as i64,
+        });
+        let Some(recording) = end.recording.clone() else {
+            return;
+        };
+        let state = self.state.clone();
+        // Moving and checksumming the file is I/O: off the call's task.
+        tokio::spawn(async move {
+            match state.inner.recordings.put(org, &sid).await {
+                Ok(stored) => state.queue().submit(WriteOp::Recording(RecordingRecord {
+                    org,
+                    sid,
+                    location: stored.location,
+                    channels: 2,
+                    sample_rate: recording.sample_rate as i32,
+                    duration_ms: recording.duration_ms as i64,
+                    sha256: stored.sha256,
+                })),
+                Err(e) => {
+                    error!(error = %e, call_sid = %sid, "recording could not be stored; it stays in staging")
+                }
+            }
+        });
+    }
+
+    fn reply_latency(&self, _call: &CallInfo, latency: Duration) {
+        if let Ok(mut h) = self.state.metrics().reply_latency_us.lock() {
+            let _ = h.record((latency.as_micros() as u64).max(1));
+        }
+    }
+}
