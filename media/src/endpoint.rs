@@ -249,7 +249,14 @@ mod tests {
         let mut ep = Endpointer::new(EndpointConfig::default(), RATE);
         let events = feed(
             &mut ep,
-            &[(1.0, 20), (0.0, 20), (1.0, 20), (0.0, 20), (1.0, 20), (0.0, 40)],
+            &[
+                (1.0, 20),
+                (0.0, 20),
+                (1.0, 20),
+                (0.0, 20),
+                (1.0, 20),
+                (0.0, 40),
+            ],
         );
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(events[0], EndpointEvent::SpeechStarted { start: 0 });
