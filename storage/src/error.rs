@@ -51,7 +51,10 @@ fn sqlx_is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let Some(code) = db.code() else { return false };
-            if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
                 // SQLSTATE: 08 connection exception, 53 insufficient resources, 57P01..03 admin/crash shutdown
                 // and "cannot connect now" (starting up), 40001/40P01 serialization failure/deadlock.
                 code.starts_with("08")
@@ -62,7 +65,8 @@ fn sqlx_is_transient(e: &sqlx::Error) -> bool {
             } else {
                 // SQLite result codes; extended codes keep the primary code in the low byte.
                 // 5 BUSY, 6 LOCKED, 8 READONLY, 10 IOERR, 13 FULL, 14 CANTOPEN.
-                code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
+                code.parse::<i64>()
+                    .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
             }
         }
         sqlx::Error::Io(_)
@@ -72,5 +76,25 @@ fn sqlx_is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_transient_and_bad_writes_are_not() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(StoreError::from(io).is_transient());
+        assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_transient());
+        assert!(
+            !StoreError::OrgMismatch {
+                sid: CallSid::from("CA1")
+            }
+            .is_transient()
+        );
+        assert!(!StoreError::NotFound("organisation").is_transient());
     }
 }

@@ -7,20 +7,26 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// An organisation (a clinic or clinic group): the tenant boundary. Every row in the database carries one.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize, sqlx::Type,
+)]
 #[serde(transparent)]
 #[sqlx(transparent)]
 pub struct OrgId(pub Uuid);
 
 /// A configured voice assistant (greeting, voice, brain settings) belonging to one organisation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize, sqlx::Type,
+)]
 #[serde(transparent)]
 #[sqlx(transparent)]
 pub struct AssistantId(pub Uuid);
 
 /// Twilio's call identifier (`CA` + 32 hex digits). Globally unique, so it is the calls table's key and the
 /// idempotency key for every write about a call.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize, sqlx::Type,
+)]
 #[serde(transparent)]
 #[sqlx(transparent)]
 pub struct CallSid(pub String);

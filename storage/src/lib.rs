@@ -91,5 +91,6 @@ pub use recording::{
     BoxFuture, LocalRecordingStore, RecordingReader, RecordingStore, StoredRecording, sha256_file,
 };
 pub use store::{
-    DEFAULT_ASSISTANT_ID, DEFAULT_ORG_ID, DEFAULT_PAGE, MAX_PAGE, SQLITE_FILE_NAME, Store, StoreOptions,
+    DEFAULT_ASSISTANT_ID, DEFAULT_ORG_ID, DEFAULT_PAGE, MAX_PAGE, SQLITE_FILE_NAME, Store,
+    StoreOptions,
 };

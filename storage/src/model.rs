@@ -250,3 +250,54 @@ pub struct CallSummary {
     pub end_reason: Option<String>,
     pub duration_ms: Option<i64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spill file holds these as JSON lines across restarts and upgrades: the shape is a format.
+    #[test]
+    fn write_ops_round_trip_through_json_in_a_stable_shape() {
+        let org = OrgId(Uuid::from_u128(7));
+        let op = WriteOp::CallStatus {
+            org,
+            sid: CallSid::from("CA1"),
+            status: "ringing".into(),
+            at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let json = serde_json::to_value(&op).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "op": "call_status",
+                "org": "00000000-0000-0000-0000-000000000007",
+                "sid": "CA1",
+                "status": "ringing",
+                "at": "1970-01-01T00:00:00Z"
+            })
+        );
+        let turn = WriteOp::Turn(TurnRecord {
+            org,
+            sid: CallSid::from("CA1"),
+            seq: 3,
+            role: "agent".into(),
+            text: "Hello".into(),
+            heard_text: Some("Hel".into()),
+            interrupted: true,
+            start_ms: 10,
+            end_ms: 20,
+            latency: TurnLatency {
+                voice_to_voice_ms: Some(800),
+                ..TurnLatency::default()
+            },
+        });
+        let json = serde_json::to_value(&turn).unwrap();
+        assert_eq!(json["op"], "turn");
+        assert_eq!(json["seq"], 3);
+        assert_eq!(json["latency"]["voice_to_voice_ms"], 800);
+        for op in [op, turn] {
+            let back: WriteOp = serde_json::from_str(&serde_json::to_string(&op).unwrap()).unwrap();
+            assert_eq!(back, op);
+        }
+    }
+}

@@ -176,7 +176,10 @@ impl WriteQueue {
             replay_path: with_suffix(&spill_path, ".replaying"),
             rejected_path: with_suffix(&spill_path, ".rejected"),
             spill_path,
-            spill: Mutex::new(SpillFile { file: None, bytes: leftover }),
+            spill: Mutex::new(SpillFile {
+                file: None,
+                bytes: leftover,
+            }),
             // A leftover spill file is older than anything submitted now: keep new ops behind it.
             spilling: AtomicBool::new(leftover > 0),
             config,
@@ -198,7 +201,10 @@ impl WriteQueue {
         if leftover > 0 {
             tracing::warn!(path = %shared.spill_path.display(), bytes = leftover, "replaying spill file from a previous run");
         }
-        let writer = Writer { shared: shared.clone(), rx };
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+        };
         let handle = tokio::spawn(writer.run());
         (WriteQueue { tx, shared }, handle)
     }
@@ -210,9 +216,8 @@ impl WriteQueue {
         let shared = &self.shared;
         shared.submitted.fetch_add(1, Ordering::AcqRel);
         if !shared.spilling.load(Ordering::Acquire) {
-            match self.tx.try_send(op) {
-                Ok(()) => return,
-                Err(TrySendError::Full(op) | TrySendError::Closed(op)) => self.spill_or_send(op),
+            if let Err(TrySendError::Full(op) | TrySendError::Closed(op)) = self.tx.try_send(op) {
+                self.spill_or_send(op);
             }
         } else {
             self.spill_or_send(op);
@@ -287,8 +292,15 @@ impl WriteQueue {
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), StoreError> {
         let flushed = if timeout.is_zero() {
             let s = &self.shared;
-            let pending = s.submitted.load(Ordering::Acquire).saturating_sub(s.settled.load(Ordering::Acquire));
-            if pending == 0 { Ok(()) } else { Err(StoreError::FlushTimeout { pending }) }
+            let pending = s
+                .submitted
+                .load(Ordering::Acquire)
+                .saturating_sub(s.settled.load(Ordering::Acquire));
+            if pending == 0 {
+                Ok(())
+            } else {
+                Err(StoreError::FlushTimeout { pending })
+            }
         } else {
             self.flush(timeout).await
         };
@@ -333,11 +345,15 @@ impl Shared {
         }
         let result = match &mut spill.file {
             Some(f) => f.write_all(&line),
-            None => OpenOptions::new().create(true).append(true).open(&self.spill_path).and_then(|mut f| {
-                let r = f.write_all(&line);
-                spill.file = Some(f);
-                r
-            }),
+            None => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.spill_path)
+                .and_then(|mut f| {
+                    let r = f.write_all(&line);
+                    spill.file = Some(f);
+                    r
+                }),
         };
         match result {
             Ok(()) => {
@@ -355,7 +371,7 @@ impl Shared {
         let n = self.dropped.fetch_add(1, Ordering::AcqRel) + 1;
         self.settled.fetch_add(1, Ordering::AcqRel);
         // Loud, but not one line per op during a long outage.
-        if n == 1 || n % 1000 == 0 {
+        if n == 1 || n.is_multiple_of(1000) {
             tracing::error!(
                 dropped_total = n,
                 kind = op.kind(),
@@ -375,12 +391,20 @@ impl Shared {
             self.settled.fetch_add(1, Ordering::AcqRel);
         }
         tracing::error!(kind = op.kind(), call_sid = op.call_sid().map(|s| s.as_str()).unwrap_or(""), org_id = %op.org(), error = %err, "write rejected by the database; kept in the rejected file");
-        let line = serde_json::to_vec(&SpillLineRef { run: self.run_id, op }).map(|mut l| {
+        let line = serde_json::to_vec(&SpillLineRef {
+            run: self.run_id,
+            op,
+        })
+        .map(|mut l| {
             l.push(b'\n');
             l
         });
         let written = line.map_err(std::io::Error::other).and_then(|line| {
-            OpenOptions::new().create(true).append(true).open(&self.rejected_path)?.write_all(&line)
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.rejected_path)?
+                .write_all(&line)
         });
         if let Err(e) = written {
             tracing::error!(error = %e, path = %self.rejected_path.display(), "could not keep a rejected write");
@@ -432,7 +456,8 @@ impl Writer {
         self.rx.close();
         let mut spill = self.shared.lock_spill();
         while let Ok(op) = self.rx.try_recv() {
-            self.shared.append_spill(&mut spill, &op, self.shared.run_id, true);
+            self.shared
+                .append_spill(&mut spill, &op, self.shared.run_id, true);
         }
         spill.file = None;
     }
@@ -440,14 +465,15 @@ impl Writer {
     async fn run_until_stopped(&mut self) -> Result<(), Stopping> {
         let shared = self.shared.clone();
         // A previous run may have died while writing back a spill file.
-        if tokio::fs::try_exists(&shared.replay_path).await.unwrap_or(false) {
+        if tokio::fs::try_exists(&shared.replay_path)
+            .await
+            .unwrap_or(false)
+        {
             self.replay().await?;
         }
         // Then the spill file it left (new submits have been appended behind its ops).
-        if shared.spilling.load(Ordering::Acquire) {
-            if let Rotation::Replay = shared.rotate() {
-                self.replay().await?;
-            }
+        if shared.spilling.load(Ordering::Acquire) && matches!(shared.rotate(), Rotation::Replay) {
+            self.replay().await?;
         }
         shared.recovery_done.store(true, Ordering::Release);
         shared.notify_progress();
@@ -605,7 +631,10 @@ impl Writer {
             match s.store.apply_batch(ops).await {
                 Ok(()) => {
                     if !s.db_up.swap(true, Ordering::AcqRel) {
-                        tracing::info!(backend = s.store.backend(), "database reachable again; writing buffered calls");
+                        tracing::info!(
+                            backend = s.store.backend(),
+                            "database reachable again; writing buffered calls"
+                        );
                     }
                     return Ok(Ok(()));
                 }
@@ -637,13 +666,19 @@ impl Writer {
 /// line, and the next op appended must not be glued onto it (replay skips the torn line only).
 fn terminate_last_line(path: &Path) -> u64 {
     use std::io::{Read as _, Seek as _, SeekFrom};
-    let Ok(mut f) = OpenOptions::new().read(true).append(true).open(path) else { return 0 };
+    let Ok(mut f) = OpenOptions::new().read(true).append(true).open(path) else {
+        return 0;
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     if len == 0 {
         return 0;
     }
     let mut last = [0u8; 1];
-    let torn = f.seek(SeekFrom::End(-1)).and_then(|_| f.read_exact(&mut last)).is_ok() && last[0] != b'\n';
+    let torn = f
+        .seek(SeekFrom::End(-1))
+        .and_then(|_| f.read_exact(&mut last))
+        .is_ok()
+        && last[0] != b'\n';
     if torn && f.write_all(b"\n").is_ok() {
         return len + 1;
     }

@@ -44,7 +44,11 @@ pub trait RecordingStore: Send + Sync + fmt::Debug {
 
     /// Moves the finished staging file to permanent storage and checksums it. Idempotent: calling it again
     /// after it succeeded (the staging file is gone) returns the same result.
-    fn put<'a>(&'a self, org: OrgId, sid: &'a CallSid) -> BoxFuture<'a, Result<StoredRecording, StoreError>>;
+    fn put<'a>(
+        &'a self,
+        org: OrgId,
+        sid: &'a CallSid,
+    ) -> BoxFuture<'a, Result<StoredRecording, StoreError>>;
 
     /// Opens a stored recording for reading.
     fn open<'a>(&'a self, location: &'a str) -> BoxFuture<'a, Result<RecordingReader, StoreError>>;
@@ -54,8 +58,10 @@ pub trait RecordingStore: Send + Sync + fmt::Debug {
 }
 
 /// Recordings as files under `root` (normally `VOXANNE_DATA_DIR/recordings`):
-/// `<root>/<org>/<CallSid>.wav`, staged in `<root>/.staging/` on the same filesystem so `put` is a rename.
-/// Locations look like `local:<org>/<CallSid>.wav`, relative to `root`, so the data directory can move.
+/// `<root>/<org>/<CallSid>.wav`, staged as `<root>/.staging/<org>-<CallSid>.wav` on the same filesystem so
+/// `put` is a rename (both layouts are stable: crash recovery finds staged files by them, see
+/// [`LocalRecordingStore::list_staged`]). Locations look like `local:<org>/<CallSid>.wav`, relative to
+/// `root`, so the data directory can move.
 #[derive(Clone, Debug)]
 pub struct LocalRecordingStore {
     pub root: PathBuf,
@@ -76,11 +82,48 @@ impl LocalRecordingStore {
     fn relative_key(org: OrgId, sid: &CallSid) -> Result<String, StoreError> {
         let ok = !sid.0.is_empty()
             && sid.0.len() <= 64
-            && sid.0.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && sid
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             return Err(StoreError::InvalidInput("call sid"));
         }
         Ok(format!("{org}/{sid}.wav"))
+    }
+
+    /// Recordings still in staging: calls that never reached `put` (the process stopped mid-call). Files
+    /// whose names do not parse are left out (and left alone).
+    pub fn list_staged(&self) -> Result<Vec<(OrgId, CallSid, PathBuf)>, StoreError> {
+        let dir = self.root.join(".staging");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut staged = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let Some(stem) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".wav"))
+            else {
+                continue;
+            };
+            // `<uuid (36 chars)>-<CallSid>`
+            let (Some(org), Some(sid)) = (stem.get(..36), stem.get(37..)) else {
+                continue;
+            };
+            let (Ok(org), sid) = (org.parse::<uuid::Uuid>(), CallSid::from(sid)) else {
+                continue;
+            };
+            if stem.as_bytes()[36] == b'-' && Self::relative_key(OrgId(org), &sid).is_ok() {
+                staged.push((OrgId(org), sid, path));
+            }
+        }
+        staged.sort_by(|a, b| a.2.cmp(&b.2));
+        Ok(staged)
     }
 
     fn final_path(&self, org: OrgId, sid: &CallSid) -> Result<PathBuf, StoreError> {
@@ -96,33 +139,44 @@ impl RecordingStore for LocalRecordingStore {
         Ok(dir.join(format!("{org}-{sid}.wav")))
     }
 
-    fn put<'a>(&'a self, org: OrgId, sid: &'a CallSid) -> BoxFuture<'a, Result<StoredRecording, StoreError>> {
+    fn put<'a>(
+        &'a self,
+        org: OrgId,
+        sid: &'a CallSid,
+    ) -> BoxFuture<'a, Result<StoredRecording, StoreError>> {
         Box::pin(async move {
             let staging = self.staging_path(org, sid)?;
             let dest = self.final_path(org, sid)?;
             let location = format!("{LOCAL_SCHEME}{}", Self::relative_key(org, sid)?);
             // File I/O and hashing off the async threads.
-            let (sha256, bytes) = tokio::task::spawn_blocking(move || -> Result<(String, u64), StoreError> {
-                if staging.exists() {
-                    let f = std::fs::File::open(&staging)?;
-                    // Durable before it becomes visible under its final name.
-                    f.sync_all()?;
-                    if let Some(parent) = dest.parent() {
-                        std::fs::create_dir_all(parent)?;
+            let (sha256, bytes) =
+                tokio::task::spawn_blocking(move || -> Result<(String, u64), StoreError> {
+                    if staging.exists() {
+                        let f = std::fs::File::open(&staging)?;
+                        // Durable before it becomes visible under its final name.
+                        f.sync_all()?;
+                        if let Some(parent) = dest.parent() {
+                            std::fs::create_dir_all(parent)?;
+                        }
+                        std::fs::rename(&staging, &dest)?;
                     }
-                    std::fs::rename(&staging, &dest)?;
-                }
-                sha256_file(&dest)
+                    sha256_file(&dest)
+                })
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+            Ok(StoredRecording {
+                location,
+                sha256,
+                bytes,
             })
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
-            Ok(StoredRecording { location, sha256, bytes })
         })
     }
 
     fn open<'a>(&'a self, location: &'a str) -> BoxFuture<'a, Result<RecordingReader, StoreError>> {
         Box::pin(async move {
-            let path = self.local_path(location).ok_or(StoreError::InvalidInput("recording location"))?;
+            let path = self
+                .local_path(location)
+                .ok_or(StoreError::InvalidInput("recording location"))?;
             let file = tokio::fs::File::open(path).await?;
             Ok(Box::new(file) as RecordingReader)
         })
@@ -174,17 +228,39 @@ mod tests {
 
         let stored = store.put(org, &sid).await.unwrap();
         // SHA-256("abc"), FIPS 180-2 test vector.
-        assert_eq!(stored.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            stored.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(stored.bytes, 3);
         assert!(!staging.exists());
         let path = store.local_path(&stored.location).unwrap();
-        assert_eq!(path, dir.path().join("recordings").join(org.to_string()).join(format!("{sid}.wav")));
+        assert_eq!(
+            path,
+            dir.path()
+                .join("recordings")
+                .join(org.to_string())
+                .join(format!("{sid}.wav"))
+        );
+
+        let other = CallSid::from("CAffff");
+        std::fs::write(store.staging_path(org, &other).unwrap(), b"x").unwrap();
+        std::fs::write(dir.path().join("recordings/.staging/notes.txt"), b"x").unwrap();
+        let staged = store.list_staged().unwrap();
+        assert_eq!(staged.len(), 1);
+        assert_eq!((staged[0].0, &staged[0].1), (org, &other));
 
         let again = store.put(org, &sid).await.unwrap();
         assert_eq!(again, stored);
 
         let mut bytes = Vec::new();
-        store.open(&stored.location).await.unwrap().read_to_end(&mut bytes).await.unwrap();
+        store
+            .open(&stored.location)
+            .await
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .await
+            .unwrap();
         assert_eq!(bytes, b"abc");
     }
 
@@ -192,7 +268,11 @@ mod tests {
     fn unsafe_sids_and_locations_are_refused() {
         let store = LocalRecordingStore::new("/data/recordings");
         let org = OrgId::new();
-        assert!(store.staging_path(org, &CallSid::from("../../etc/passwd")).is_err());
+        assert!(
+            store
+                .staging_path(org, &CallSid::from("../../etc/passwd"))
+                .is_err()
+        );
         assert!(store.staging_path(org, &CallSid::from("")).is_err());
         assert_eq!(store.local_path("local:../x.wav"), None);
         assert_eq!(store.local_path("local:/etc/passwd"), None);

@@ -133,7 +133,10 @@ impl Store {
                     .acquire_timeout(opts.acquire_timeout)
                     .connect_with(conn)
                     .await?;
-                Store { pool: Pool::Postgres(pool), sqlite_writer: Arc::default() }
+                Store {
+                    pool: Pool::Postgres(pool),
+                    sqlite_writer: Arc::default(),
+                }
             }
             Some(url) if url.starts_with("sqlite:") => {
                 Self::open_sqlite(SqliteConnectOptions::from_str(url)?, opts).await?
@@ -145,7 +148,10 @@ impl Store {
         Ok(store)
     }
 
-    async fn open_sqlite(conn: SqliteConnectOptions, opts: &StoreOptions) -> Result<Store, StoreError> {
+    async fn open_sqlite(
+        conn: SqliteConnectOptions,
+        opts: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         let conn = conn
             .create_if_missing(true)
             // WAL: the dashboard reads while the writer writes.
@@ -160,7 +166,10 @@ impl Store {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(conn)
             .await?;
-        Ok(Store { pool: Pool::Sqlite(pool), sqlite_writer: Arc::default() })
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+            sqlite_writer: Arc::default(),
+        })
     }
 
     /// Applies pending migrations (`migrations/sqlite` or `migrations/postgres`, embedded at build time).
@@ -201,6 +210,22 @@ impl Store {
         dispatch!(self, health())
     }
 
+    /// Refreshes the query planner's statistics (`ANALYZE` on Postgres, `PRAGMA optimize` on SQLite). Worth
+    /// running after a bulk import and periodically (Postgres' autovacuum does it by itself eventually).
+    pub async fn optimize(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::raw_sql("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;")
+                    .execute(pool)
+                    .await?;
+            }
+            Pool::Postgres(pool) => {
+                sqlx::raw_sql("ANALYZE").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes the pool; in-flight queries finish first.
     pub async fn close(&self) {
         match &self.pool {
@@ -231,7 +256,11 @@ impl Store {
     }
 
     /// Fails with `NotFound("organisation")` if `org` does not exist.
-    pub async fn create_assistant(&self, org: OrgId, a: &NewAssistant) -> Result<AssistantId, StoreError> {
+    pub async fn create_assistant(
+        &self,
+        org: OrgId,
+        a: &NewAssistant,
+    ) -> Result<AssistantId, StoreError> {
         let id = AssistantId::new();
         dispatch_write!(self, create_assistant(org, id, a, Utc::now()))?;
         Ok(id)
@@ -239,26 +268,47 @@ impl Store {
 
     /// Points a phone number (E.164, Twilio's `To`) at an assistant of `org`; re-assigning moves it.
     /// Fails with `NotFound("assistant")` if the assistant is not `org`'s.
-    pub async fn assign_number(&self, org: OrgId, assistant: AssistantId, e164: &str) -> Result<(), StoreError> {
+    pub async fn assign_number(
+        &self,
+        org: OrgId,
+        assistant: AssistantId,
+        e164: &str,
+    ) -> Result<(), StoreError> {
         dispatch_write!(self, assign_number(org, assistant, e164, Utc::now()))
     }
 
     /// Which org/assistant answers calls to this number (Twilio's `To`).
-    pub async fn resolve_number(&self, e164: &str) -> Result<Option<(OrgId, AssistantId)>, StoreError> {
+    pub async fn resolve_number(
+        &self,
+        e164: &str,
+    ) -> Result<Option<(OrgId, AssistantId)>, StoreError> {
         dispatch!(self, resolve_number(e164))
     }
 
-    pub async fn get_assistant(&self, org: OrgId, id: AssistantId) -> Result<Option<Assistant>, StoreError> {
+    pub async fn get_assistant(
+        &self,
+        org: OrgId,
+        id: AssistantId,
+    ) -> Result<Option<Assistant>, StoreError> {
         dispatch!(self, get_assistant(org, id))
     }
 
     /// The assistant's knowledge base (free text the brain may consult), `None` if no such assistant in `org`.
-    pub async fn knowledge_base(&self, org: OrgId, id: AssistantId) -> Result<Option<String>, StoreError> {
+    pub async fn knowledge_base(
+        &self,
+        org: OrgId,
+        id: AssistantId,
+    ) -> Result<Option<String>, StoreError> {
         dispatch!(self, knowledge_base(org, id))
     }
 
     /// Replaces the assistant's knowledge base. `NotFound("assistant")` if no such assistant in `org`.
-    pub async fn set_knowledge_base(&self, org: OrgId, id: AssistantId, text: &str) -> Result<(), StoreError> {
+    pub async fn set_knowledge_base(
+        &self,
+        org: OrgId,
+        id: AssistantId,
+        text: &str,
+    ) -> Result<(), StoreError> {
         dispatch_write!(self, set_knowledge_base(org, id, text, Utc::now()))
     }
 
@@ -278,12 +328,19 @@ impl Store {
     }
 
     /// The org's calls, newest first, optionally by status, keyset-paged on `started_at`.
-    pub async fn list_calls(&self, org: OrgId, q: &CallQuery) -> Result<Vec<CallSummary>, StoreError> {
+    pub async fn list_calls(
+        &self,
+        org: OrgId,
+        q: &CallQuery,
+    ) -> Result<Vec<CallSummary>, StoreError> {
         let limit = match q.limit {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        dispatch!(self, list_calls(org, q.status.as_deref(), q.before, i64::from(limit)))
+        dispatch!(
+            self,
+            list_calls(org, q.status.as_deref(), q.before, i64::from(limit))
+        )
     }
 
     /// How many calls the org has (optionally with a status).
@@ -291,25 +348,45 @@ impl Store {
         dispatch!(self, count_calls(org, status))
     }
 
-    pub async fn get_call(&self, org: OrgId, sid: &CallSid) -> Result<Option<CallSummary>, StoreError> {
+    pub async fn get_call(
+        &self,
+        org: OrgId,
+        sid: &CallSid,
+    ) -> Result<Option<CallSummary>, StoreError> {
         dispatch!(self, get_call(org, sid))
     }
 
     /// The call's turns in order; empty if the call is not `org`'s.
-    pub async fn list_turns(&self, org: OrgId, sid: &CallSid) -> Result<Vec<TurnRecord>, StoreError> {
+    pub async fn list_turns(
+        &self,
+        org: OrgId,
+        sid: &CallSid,
+    ) -> Result<Vec<TurnRecord>, StoreError> {
         dispatch!(self, list_turns(org, sid))
     }
 
     /// The call's events in order; empty if the call is not `org`'s.
-    pub async fn list_events(&self, org: OrgId, sid: &CallSid) -> Result<Vec<EventRecord>, StoreError> {
+    pub async fn list_events(
+        &self,
+        org: OrgId,
+        sid: &CallSid,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         dispatch!(self, list_events(org, sid))
     }
 
-    pub async fn get_recording(&self, org: OrgId, sid: &CallSid) -> Result<Option<RecordingRecord>, StoreError> {
+    pub async fn get_recording(
+        &self,
+        org: OrgId,
+        sid: &CallSid,
+    ) -> Result<Option<RecordingRecord>, StoreError> {
         dispatch!(self, get_recording(org, sid))
     }
 
-    pub async fn get_contact(&self, org: OrgId, phone: &str) -> Result<Option<ContactRecord>, StoreError> {
+    pub async fn get_contact(
+        &self,
+        org: OrgId,
+        phone: &str,
+    ) -> Result<Option<ContactRecord>, StoreError> {
         dispatch!(self, get_contact(org, phone))
     }
 
@@ -349,4 +426,27 @@ mod sqlite_impl {
 mod postgres_impl {
     type Db = sqlx::Postgres;
     include!("backend.rs");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_rank_orders_twilio_statuses_and_ignores_unknown_words() {
+        let order = ["queued", "initiated", "ringing", "in-progress"];
+        for w in order.windows(2) {
+            assert!(status_rank(w[0]) < status_rank(w[1]), "{w:?}");
+        }
+        for terminal in ["completed", "busy", "failed", "no-answer", "canceled"] {
+            assert_eq!(status_rank(terminal), RANK_TERMINAL);
+        }
+        assert_eq!(status_rank("in-progress"), RANK_IN_PROGRESS);
+        assert_eq!(
+            status_rank("Completed"),
+            0,
+            "Twilio sends lower case; anything else is unknown"
+        );
+        assert_eq!(status_rank(""), 0);
+    }
 }

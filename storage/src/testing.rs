@@ -43,7 +43,10 @@ pub struct PgClusterOptions {
 
 impl Default for PgClusterOptions {
     fn default() -> Self {
-        Self { unsafe_fast: true, max_connections: 200 }
+        Self {
+            unsafe_fast: true,
+            max_connections: 200,
+        }
     }
 }
 
@@ -79,7 +82,9 @@ impl PgCluster {
     /// use. Panics with instructions if no server binaries are found.
     pub fn shared() -> &'static PgCluster {
         SHARED.get_or_init(|| match std::env::var(TEST_DATABASE_URL_ENV) {
-            Ok(url) if !url.trim().is_empty() => PgCluster { kind: Kind::External { url } },
+            Ok(url) if !url.trim().is_empty() => PgCluster {
+                kind: Kind::External { url },
+            },
             _ => PgCluster::start_local(PgClusterOptions::default()),
         })
     }
@@ -94,11 +99,14 @@ impl PgCluster {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let base = std::env::temp_dir().join(format!("voxanne-pg-{}-{n}-{nanos}", std::process::id()));
+        let base =
+            std::env::temp_dir().join(format!("voxanne-pg-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&base).expect("create temp dir for Postgres");
         if as_postgres {
-            let (uid, gid) = postgres_ids().expect("running as root but there is no `postgres` user to run Postgres as");
-            std::os::unix::fs::chown(&base, Some(uid), Some(gid)).expect("chown temp dir to postgres");
+            let (uid, gid) = postgres_ids()
+                .expect("running as root but there is no `postgres` user to run Postgres as");
+            std::os::unix::fs::chown(&base, Some(uid), Some(gid))
+                .expect("chown temp dir to postgres");
         }
         let data = base.join("data");
         let port = free_port();
@@ -110,7 +118,14 @@ impl PgCluster {
         if opts.unsafe_fast {
             server_args.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
-        let local = Local { bin, base, data, port, as_postgres, server_args };
+        let local = Local {
+            bin,
+            base,
+            data,
+            port,
+            as_postgres,
+            server_args,
+        };
         local.spawn_watchdog();
         local.run(
             "initdb",
@@ -128,7 +143,9 @@ impl PgCluster {
                 "--no-instructions",
             ],
         );
-        let cluster = PgCluster { kind: Kind::Local(local) };
+        let cluster = PgCluster {
+            kind: Kind::Local(local),
+        };
         cluster.start();
         cluster
     }
@@ -155,7 +172,9 @@ impl PgCluster {
             uuid::Uuid::new_v4().simple()
         );
         let admin = self.admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| panic!("connect to test Postgres at {admin}: {e}"));
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("connect to test Postgres at {admin}: {e}"));
         // The name is ours (digits, hex, underscores), so formatting it into the statement is safe.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
@@ -188,7 +207,17 @@ impl PgCluster {
     /// Stops the server (`pg_ctl stop -m fast`: connections are cut, as in a database restart or outage).
     pub fn stop(&self) {
         let l = self.local("stop");
-        l.run("pg_ctl", &["-D", &l.data.display().to_string(), "-w", "-m", "fast", "stop"]);
+        l.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &l.data.display().to_string(),
+                "-w",
+                "-m",
+                "fast",
+                "stop",
+            ],
+        );
     }
 
     fn local(&self, what: &str) -> &Local {
@@ -203,7 +232,16 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         if let Kind::Local(l) = &self.kind {
             let _ = l
-                .command("pg_ctl", &["-D", &l.data.display().to_string(), "-m", "immediate", "stop"])
+                .command(
+                    "pg_ctl",
+                    &[
+                        "-D",
+                        &l.data.display().to_string(),
+                        "-m",
+                        "immediate",
+                        "stop",
+                    ],
+                )
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
@@ -249,7 +287,11 @@ impl Local {
     fn spawn_watchdog(&self) {
         let stop = format!(
             "{}{} -D '{}' -m immediate stop",
-            if self.as_postgres { "runuser -u postgres -- " } else { "" },
+            if self.as_postgres {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
             self.bin.join("pg_ctl").display(),
             self.data.display()
         );
@@ -332,7 +374,10 @@ fn with_database(url: &str, db: &str) -> String {
     };
     // postgres://user@host:port/dbname: the database is after the first '/' following the authority.
     let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let authority_end = base[after_scheme..].find('/').map(|i| after_scheme + i).unwrap_or(base.len());
+    let authority_end = base[after_scheme..]
+        .find('/')
+        .map(|i| after_scheme + i)
+        .unwrap_or(base.len());
     let mut out = format!("{}/{db}", &base[..authority_end]);
     if let Some(q) = query {
         out.push('?');
@@ -347,8 +392,14 @@ mod tests {
 
     #[test]
     fn database_name_is_replaced() {
-        assert_eq!(with_database("postgres://u:p@h:5/postgres", "x"), "postgres://u:p@h:5/x");
+        assert_eq!(
+            with_database("postgres://u:p@h:5/postgres", "x"),
+            "postgres://u:p@h:5/x"
+        );
         assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
-        assert_eq!(with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
     }
 }

@@ -46,7 +46,9 @@ impl Encode<'_, Sqlite> for DbTime {
 impl<'r> Decode<'r, Sqlite> for DbTime {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         let text = <String as Decode<Sqlite>>::decode(value)?;
-        Ok(DbTime(DateTime::parse_from_rfc3339(&text)?.with_timezone(&Utc)))
+        Ok(DbTime(
+            DateTime::parse_from_rfc3339(&text)?.with_timezone(&Utc),
+        ))
     }
 }
 

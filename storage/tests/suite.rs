@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use storage::{
-    AppointmentRecord, CallQuery, ContactRecord, NewAssistant, OrgId, QueueConfig, StoreError, WriteOp, WriteQueue,
+    AppointmentRecord, CallQuery, ContactRecord, NewAssistant, OrgId, QueueConfig, StoreError,
+    WriteOp, WriteQueue,
 };
 
 backend_tests!(store, "multi_thread":
@@ -42,7 +43,9 @@ async fn migrations_from_empty(db: TestDb) {
     store.migrate().await.unwrap();
     let reopened = match db.backend {
         Backend::Sqlite => storage::Store::open(None, db.dir.path()).await.unwrap(),
-        Backend::Postgres => storage::Store::open(db.url.as_deref(), db.dir.path()).await.unwrap(),
+        Backend::Postgres => storage::Store::open(db.url.as_deref(), db.dir.path())
+            .await
+            .unwrap(),
     };
     assert_eq!(reopened.backend(), store.backend());
     assert_eq!(reopened.schema_version().await.unwrap(), latest);
@@ -59,7 +62,9 @@ async fn migrations_from_empty(db: TestDb) {
         "SELECT 1 FROM contacts",
         "SELECT 1 FROM appointments",
     ] {
-        db.raw(table).await.unwrap_or_else(|e| panic!("{table}: {e}"));
+        db.raw(table)
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
     }
     assert!(db.raw("SELECT 1 FROM no_such_table").await.is_err());
     let org = store.create_org("x").await.unwrap();
@@ -82,7 +87,11 @@ async fn org_id_is_required_everywhere(db: TestDb) {
     }
     // An org that does not exist is refused by the foreign key, through the API too.
     let ghost = OrgId::new();
-    let err = db.store.apply(&call_started(ghost, &sid(1), t(0))).await.unwrap_err();
+    let err = db
+        .store
+        .apply(&call_started(ghost, &sid(1), t(0)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     let err = db.store.apply(&turn(ghost, &sid(2), 0)).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -94,11 +103,16 @@ async fn orgs_assistants_and_numbers(db: TestDb) {
     let store = &db.store;
     let (org, assistant) = store.ensure_default_org().await.unwrap();
     assert_eq!(store.ensure_default_org().await.unwrap(), (org, assistant));
-    let default = store.get_assistant(org, assistant).await.unwrap().expect("default assistant");
+    let default = store
+        .get_assistant(org, assistant)
+        .await
+        .unwrap()
+        .expect("default assistant");
     assert!(!default.greeting.is_empty());
 
     let clinic = store.create_org("Smile Dental").await.unwrap();
-    let settings = serde_json::json!({ "brain": { "model": "small", "temperature": 0.3 }, "stt": "whisper" });
+    let settings =
+        serde_json::json!({ "brain": { "model": "small", "temperature": 0.3 }, "stt": "whisper" });
     let new = NewAssistant {
         name: "Front desk".into(),
         greeting: "Smile Dental, how can I help?".into(),
@@ -107,33 +121,82 @@ async fn orgs_assistants_and_numbers(db: TestDb) {
         settings: settings.clone(),
     };
     let desk = store.create_assistant(clinic, &new).await.unwrap();
-    let got = store.get_assistant(clinic, desk).await.unwrap().expect("assistant");
+    let got = store
+        .get_assistant(clinic, desk)
+        .await
+        .unwrap()
+        .expect("assistant");
     assert_eq!(
-        (got.id, got.org, got.name.as_str(), got.greeting.as_str(), got.voice.as_str()),
-        (desk, clinic, "Front desk", "Smile Dental, how can I help?", "en-GB-female")
+        (
+            got.id,
+            got.org,
+            got.name.as_str(),
+            got.greeting.as_str(),
+            got.voice.as_str()
+        ),
+        (
+            desk,
+            clinic,
+            "Front desk",
+            "Smile Dental, how can I help?",
+            "en-GB-female"
+        )
     );
     assert_eq!(got.transfer_number.as_deref(), Some("+15550001111"));
     assert_eq!(got.settings, settings);
     // Not visible from another org.
     assert_eq!(store.get_assistant(org, desk).await.unwrap(), None);
 
-    assert_eq!(store.knowledge_base(clinic, desk).await.unwrap().as_deref(), Some(""));
-    store.set_knowledge_base(clinic, desk, "Open 9-5. Parking at the back.").await.unwrap();
-    assert_eq!(store.knowledge_base(clinic, desk).await.unwrap().as_deref(), Some("Open 9-5. Parking at the back."));
-    assert!(matches!(store.set_knowledge_base(org, desk, "x").await, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        store.knowledge_base(clinic, desk).await.unwrap().as_deref(),
+        Some("")
+    );
+    store
+        .set_knowledge_base(clinic, desk, "Open 9-5. Parking at the back.")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.knowledge_base(clinic, desk).await.unwrap().as_deref(),
+        Some("Open 9-5. Parking at the back.")
+    );
+    assert!(matches!(
+        store.set_knowledge_base(org, desk, "x").await,
+        Err(StoreError::NotFound(_))
+    ));
 
     assert_eq!(store.resolve_number("+15550002222").await.unwrap(), None);
-    store.assign_number(clinic, desk, "+15550002222").await.unwrap();
-    store.assign_number(clinic, desk, "+15550002222").await.unwrap();
-    assert_eq!(store.resolve_number("+15550002222").await.unwrap(), Some((clinic, desk)));
+    store
+        .assign_number(clinic, desk, "+15550002222")
+        .await
+        .unwrap();
+    store
+        .assign_number(clinic, desk, "+15550002222")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.resolve_number("+15550002222").await.unwrap(),
+        Some((clinic, desk))
+    );
     // Another org's assistant cannot take the number.
-    assert!(matches!(store.assign_number(org, desk, "+15550003333").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.assign_number(org, desk, "+15550003333").await,
+        Err(StoreError::NotFound(_))
+    ));
     assert_eq!(store.resolve_number("+15550003333").await.unwrap(), None);
     // Re-assigning moves it.
-    store.assign_number(org, assistant, "+15550002222").await.unwrap();
-    assert_eq!(store.resolve_number("+15550002222").await.unwrap(), Some((org, assistant)));
+    store
+        .assign_number(org, assistant, "+15550002222")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.resolve_number("+15550002222").await.unwrap(),
+        Some((org, assistant))
+    );
 
-    assert!(matches!(store.create_assistant(OrgId::new(), &new).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.create_assistant(OrgId::new(), &new).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn replayed_callbacks_change_nothing(db: TestDb) {
@@ -171,8 +234,17 @@ async fn replayed_callbacks_change_nothing(db: TestDb) {
     assert_eq!(snapshot.0.ended_at, Some(t(60)));
     assert_eq!(snapshot.0.end_reason.as_deref(), Some("caller_hangup"));
     assert_eq!(snapshot.0.duration_ms, Some(60_000));
-    assert_eq!(snapshot.1, vec![turn_record(org, &call, 0), turn_record(org, &call, 1)]);
-    assert_eq!(snapshot.2, vec![event_record(org, &call, 0, "start"), event_record(org, &call, 1, "dtmf")]);
+    assert_eq!(
+        snapshot.1,
+        vec![turn_record(org, &call, 0), turn_record(org, &call, 1)]
+    );
+    assert_eq!(
+        snapshot.2,
+        vec![
+            event_record(org, &call, 0, "start"),
+            event_record(org, &call, 1, "dtmf")
+        ]
+    );
     assert_eq!(snapshot.3, Some(recording_record(org, &call)));
 
     // Twilio resends everything, twice, and our side retries too: nothing changes.
@@ -186,7 +258,10 @@ async fn replayed_callbacks_change_nothing(db: TestDb) {
     let mut changed_turn = turn_record(org, &call, 1);
     changed_turn.text = "something else".into();
     store.apply(&WriteOp::Turn(changed_turn)).await.unwrap();
-    store.apply(&ended(org, &call, t(90), "error")).await.unwrap();
+    store
+        .apply(&ended(org, &call, t(90), "error"))
+        .await
+        .unwrap();
     let mut other_started = call_started(org, &call, t(30));
     if let WriteOp::CallStarted { from, .. } = &mut other_started {
         *from = "+19999999999".into();
@@ -209,17 +284,33 @@ async fn status_callbacks_out_of_order(db: TestDb) {
 
     // Completed arrives first, then the earlier callbacks, then our own CallStarted.
     let a = sid(1);
-    store.apply(&status(org, &a, "completed", t(100))).await.unwrap();
-    store.apply(&status(org, &a, "in-progress", t(20))).await.unwrap();
-    store.apply(&status(org, &a, "ringing", t(10))).await.unwrap();
-    let placeholder = store.get_call(org, &a).await.unwrap().expect("placeholder row");
+    store
+        .apply(&status(org, &a, "completed", t(100)))
+        .await
+        .unwrap();
+    store
+        .apply(&status(org, &a, "in-progress", t(20)))
+        .await
+        .unwrap();
+    store
+        .apply(&status(org, &a, "ringing", t(10)))
+        .await
+        .unwrap();
+    let placeholder = store
+        .get_call(org, &a)
+        .await
+        .unwrap()
+        .expect("placeholder row");
     assert_eq!(placeholder.status, "completed");
     assert_eq!(placeholder.from, "");
     // Earliest time seen, whatever the arrival order.
     assert_eq!(placeholder.started_at, t(10));
     store.apply(&call_started(org, &a, t(12))).await.unwrap();
     let call = store.get_call(org, &a).await.unwrap().unwrap();
-    assert_eq!(call.status, "completed", "CallStarted must not move a call backwards");
+    assert_eq!(
+        call.status, "completed",
+        "CallStarted must not move a call backwards"
+    );
     assert_eq!(call.started_at, t(12));
     assert_eq!(call.from, "+15550100001");
     assert_eq!(call.direction, "inbound");
@@ -227,21 +318,45 @@ async fn status_callbacks_out_of_order(db: TestDb) {
     // The usual order, with a late ringing and a duplicated in-progress.
     let b = sid(2);
     store.apply(&call_started(org, &b, t(0))).await.unwrap();
-    assert_eq!(store.get_call(org, &b).await.unwrap().unwrap().status, "in-progress");
-    store.apply(&status(org, &b, "in-progress", t(1))).await.unwrap();
-    store.apply(&status(org, &b, "ringing", t(0))).await.unwrap();
-    store.apply(&status(org, &b, "in-progress", t(1))).await.unwrap();
-    assert_eq!(store.get_call(org, &b).await.unwrap().unwrap().status, "in-progress");
+    assert_eq!(
+        store.get_call(org, &b).await.unwrap().unwrap().status,
+        "in-progress"
+    );
+    store
+        .apply(&status(org, &b, "in-progress", t(1)))
+        .await
+        .unwrap();
+    store
+        .apply(&status(org, &b, "ringing", t(0)))
+        .await
+        .unwrap();
+    store
+        .apply(&status(org, &b, "in-progress", t(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_call(org, &b).await.unwrap().unwrap().status,
+        "in-progress"
+    );
     // The first terminal status wins; CallEnded does not overwrite it.
     store.apply(&status(org, &b, "busy", t(5))).await.unwrap();
-    store.apply(&status(org, &b, "completed", t(6))).await.unwrap();
+    store
+        .apply(&status(org, &b, "completed", t(6)))
+        .await
+        .unwrap();
     store.apply(&ended(org, &b, t(5), "busy")).await.unwrap();
     let b_row = store.get_call(org, &b).await.unwrap().unwrap();
     assert_eq!(b_row.status, "busy");
     assert_eq!(b_row.ended_at, Some(t(5)));
     // An unknown word never displaces a known status.
-    store.apply(&status(org, &b, "mystery", t(7))).await.unwrap();
-    assert_eq!(store.get_call(org, &b).await.unwrap().unwrap().status, "busy");
+    store
+        .apply(&status(org, &b, "mystery", t(7)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_call(org, &b).await.unwrap().unwrap().status,
+        "busy"
+    );
 
     // The same set of callbacks in every order ends in the same row.
     let ops = |s: &storage::CallSid| {
@@ -254,7 +369,12 @@ async fn status_callbacks_out_of_order(db: TestDb) {
             status(org, s, "completed", t(41)),
         ]
     };
-    let orders: [[usize; 6]; 4] = [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [2, 5, 0, 4, 1, 3], [4, 0, 5, 1, 3, 2]];
+    let orders: [[usize; 6]; 4] = [
+        [0, 1, 2, 3, 4, 5],
+        [5, 4, 3, 2, 1, 0],
+        [2, 5, 0, 4, 1, 3],
+        [4, 0, 5, 1, 3, 2],
+    ];
     let mut rows = Vec::new();
     for (i, order) in orders.iter().enumerate() {
         let s = sid(100 + i);
@@ -279,21 +399,37 @@ async fn writes_before_call_started_are_kept(db: TestDb) {
     store.apply(&event(org, &call, 0, "start")).await.unwrap();
     store.apply(&recording(org, &call)).await.unwrap();
     store.apply(&turn(org, &call, 0)).await.unwrap();
-    let placeholder = store.get_call(org, &call).await.unwrap().expect("placeholder");
+    let placeholder = store
+        .get_call(org, &call)
+        .await
+        .unwrap()
+        .expect("placeholder");
     assert_eq!(placeholder.status, "unknown");
     assert_eq!(store.list_turns(org, &call).await.unwrap().len(), 2);
 
     store.apply(&call_started(org, &call, t(0))).await.unwrap();
     let row = store.get_call(org, &call).await.unwrap().unwrap();
-    assert_eq!((row.status.as_str(), row.started_at, row.to.as_str()), ("in-progress", t(0), "+15550100999"));
+    assert_eq!(
+        (row.status.as_str(), row.started_at, row.to.as_str()),
+        ("in-progress", t(0), "+15550100999")
+    );
     let turns = store.list_turns(org, &call).await.unwrap();
-    assert_eq!(turns, vec![turn_record(org, &call, 0), turn_record(org, &call, 1)]);
+    assert_eq!(
+        turns,
+        vec![turn_record(org, &call, 0), turn_record(org, &call, 1)]
+    );
     assert_eq!(store.list_events(org, &call).await.unwrap().len(), 1);
-    assert_eq!(store.get_recording(org, &call).await.unwrap(), Some(recording_record(org, &call)));
+    assert_eq!(
+        store.get_recording(org, &call).await.unwrap(),
+        Some(recording_record(org, &call))
+    );
 
     // CallEnded first also works: the placeholder's start is end minus duration.
     let other = sid(4);
-    store.apply(&ended(org, &other, t(600), "caller_hangup")).await.unwrap();
+    store
+        .apply(&ended(org, &other, t(600), "caller_hangup"))
+        .await
+        .unwrap();
     let row = store.get_call(org, &other).await.unwrap().unwrap();
     assert_eq!((row.status.as_str(), row.started_at), ("completed", t(540)));
 }
@@ -303,12 +439,22 @@ async fn a_batch_is_one_transaction(db: TestDb) {
     let (org_a, _) = store.ensure_default_org().await.unwrap();
     let org_b = store.create_org("B").await.unwrap();
     let a_call = sid(1);
-    store.apply(&call_started(org_a, &a_call, t(0))).await.unwrap();
+    store
+        .apply(&call_started(org_a, &a_call, t(0)))
+        .await
+        .unwrap();
     // Org B's batch: a good call and turns, then a turn aimed at org A's call.
     let b_call = sid(2);
-    let batch = vec![call_started(org_b, &b_call, t(1)), turn(org_b, &b_call, 0), turn(org_b, &a_call, 0)];
+    let batch = vec![
+        call_started(org_b, &b_call, t(1)),
+        turn(org_b, &b_call, 0),
+        turn(org_b, &a_call, 0),
+    ];
     let err = store.apply_batch(&batch).await.unwrap_err();
-    assert!(matches!(&err, StoreError::OrgMismatch { sid } if *sid == a_call), "{err}");
+    assert!(
+        matches!(&err, StoreError::OrgMismatch { sid } if *sid == a_call),
+        "{err}"
+    );
     // None of it landed.
     assert_eq!(store.get_call(org_b, &b_call).await.unwrap(), None);
     assert!(store.list_turns(org_b, &b_call).await.unwrap().is_empty());
@@ -332,7 +478,10 @@ async fn concurrent_calls_write_at_once(db: TestDb) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let s = sid(1000 + c);
-            let mut ops = vec![status(org, &s, "ringing", t(c as i64)), call_started(org, &s, t(c as i64))];
+            let mut ops = vec![
+                status(org, &s, "ringing", t(c as i64)),
+                call_started(org, &s, t(c as i64)),
+            ];
             for i in 0..TURNS {
                 ops.push(turn(org, &s, i));
                 if i < EVENTS {
@@ -366,18 +515,36 @@ async fn concurrent_calls_write_at_once(db: TestDb) {
     queue.flush(Duration::from_secs(60)).await.unwrap();
 
     assert_eq!(store.count_calls(org, None).await.unwrap(), CALLS as i64);
-    assert_eq!(store.count_calls(org, Some("completed")).await.unwrap(), CALLS as i64);
+    assert_eq!(
+        store.count_calls(org, Some("completed")).await.unwrap(),
+        CALLS as i64
+    );
     for c in 0..CALLS {
         let s = sid(1000 + c);
         let turns = store.list_turns(org, &s).await.unwrap();
-        assert_eq!(turns, (0..TURNS).map(|i| turn_record(org, &s, i)).collect::<Vec<_>>(), "call {c}");
-        assert_eq!(store.list_events(org, &s).await.unwrap().len(), EVENTS as usize);
+        assert_eq!(
+            turns,
+            (0..TURNS)
+                .map(|i| turn_record(org, &s, i))
+                .collect::<Vec<_>>(),
+            "call {c}"
+        );
+        assert_eq!(
+            store.list_events(org, &s).await.unwrap().len(),
+            EVENTS as usize
+        );
         let row = store.get_call(org, &s).await.unwrap().unwrap();
-        assert_eq!((row.started_at, row.ended_at), (t(c as i64), Some(t(c as i64 + 90))));
+        assert_eq!(
+            (row.started_at, row.ended_at),
+            (t(c as i64), Some(t(c as i64 + 90)))
+        );
     }
     let stats = queue.stats();
     assert_eq!((stats.dropped, stats.rejected, stats.pending), (0, 0, 0));
-    assert_eq!(stats.written, (CALLS as u64 / 2) * (2 + TURNS as u64 + EVENTS as u64 + 2));
+    assert_eq!(
+        stats.written,
+        (CALLS as u64 / 2) * (2 + TURNS as u64 + EVENTS as u64 + 2)
+    );
     drop(queue);
     writer.await.unwrap();
 }
@@ -425,18 +592,37 @@ async fn org_isolation(db: TestDb) {
     assert!(a_view.0.is_some() && a_view.1.len() == 1 && a_view.2.len() == 1 && a_view.3.is_some());
 
     // Reads: org B sees nothing of org A's.
-    let everything = CallQuery { status: None, before: None, limit: 500 };
-    assert!(store.list_calls(org_b, &everything).await.unwrap().is_empty());
+    let everything = CallQuery {
+        status: None,
+        before: None,
+        limit: 500,
+    };
+    assert!(
+        store
+            .list_calls(org_b, &everything)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.list_calls(org_a, &everything).await.unwrap().len(), 1);
     assert_eq!(store.get_call(org_b, &call).await.unwrap(), None);
     assert!(store.list_turns(org_b, &call).await.unwrap().is_empty());
     assert!(store.list_events(org_b, &call).await.unwrap().is_empty());
     assert_eq!(store.get_recording(org_b, &call).await.unwrap(), None);
     assert_eq!(store.get_contact(org_b, phone).await.unwrap(), None);
-    assert!(store.list_appointments(org_b, t(0), t(10 * 86_400)).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_appointments(org_b, t(0), t(10 * 86_400))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.count_calls(org_b, None).await.unwrap(), 0);
     assert_eq!(store.get_assistant(org_b, assistant_a).await.unwrap(), None);
-    assert_eq!(store.knowledge_base(org_b, assistant_a).await.unwrap(), None);
+    assert_eq!(
+        store.knowledge_base(org_b, assistant_a).await.unwrap(),
+        None
+    );
 
     // Writes: org B cannot attach anything to, or change, org A's call.
     let b_writes = [
@@ -450,7 +636,11 @@ async fn org_isolation(db: TestDb) {
     ];
     for op in &b_writes {
         let err = store.apply(op).await.expect_err(op.kind());
-        assert!(matches!(&err, StoreError::OrgMismatch { sid } if *sid == call), "{}: {err}", op.kind());
+        assert!(
+            matches!(&err, StoreError::OrgMismatch { sid } if *sid == call),
+            "{}: {err}",
+            op.kind()
+        );
     }
     let a_after = (
         store.get_call(org_a, &call).await.unwrap(),
@@ -459,8 +649,19 @@ async fn org_isolation(db: TestDb) {
         store.get_recording(org_a, &call).await.unwrap(),
     );
     assert_eq!(a_after, a_view);
-    assert!(store.list_calls(org_b, &everything).await.unwrap().is_empty());
-    assert!(matches!(store.assign_number(org_b, assistant_a, "+15550109999").await, Err(StoreError::NotFound(_))));
+    assert!(
+        store
+            .list_calls(org_b, &everything)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store
+            .assign_number(org_b, assistant_a, "+15550109999")
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn dashboard_paging(db: TestDb) {
@@ -482,7 +683,11 @@ async fn dashboard_paging(db: TestDb) {
     store.apply_batch(&ops).await.unwrap();
 
     let mut seen = Vec::new();
-    let mut q = CallQuery { status: None, before: None, limit: 50 };
+    let mut q = CallQuery {
+        status: None,
+        before: None,
+        limit: 50,
+    };
     loop {
         let page = store.list_calls(org, &q).await.unwrap();
         if page.is_empty() {
@@ -495,24 +700,59 @@ async fn dashboard_paging(db: TestDb) {
     }
     assert_eq!(seen.len(), 120);
     let expected: Vec<_> = (0..120usize).rev().map(sid).collect();
-    assert_eq!(seen.iter().map(|c| c.sid.clone()).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        seen.iter().map(|c| c.sid.clone()).collect::<Vec<_>>(),
+        expected
+    );
 
     let no_answer = store
-        .list_calls(org, &CallQuery { status: Some("no-answer".into()), before: None, limit: 50 })
+        .list_calls(
+            org,
+            &CallQuery {
+                status: Some("no-answer".into()),
+                before: None,
+                limit: 50,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(no_answer.len(), 30);
     assert!(no_answer.iter().all(|c| c.status == "no-answer"));
-    assert!(no_answer.windows(2).all(|w| w[0].started_at > w[1].started_at));
+    assert!(
+        no_answer
+            .windows(2)
+            .all(|w| w[0].started_at > w[1].started_at)
+    );
     let completed_page2 = store
-        .list_calls(org, &CallQuery { status: Some("completed".into()), before: Some(t(60 * 60)), limit: 10 })
+        .list_calls(
+            org,
+            &CallQuery {
+                status: Some("completed".into()),
+                before: Some(t(60 * 60)),
+                limit: 10,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(completed_page2.len(), 10);
-    assert!(completed_page2.iter().all(|c| c.status == "completed" && c.started_at < t(3600)));
+    assert!(
+        completed_page2
+            .iter()
+            .all(|c| c.status == "completed" && c.started_at < t(3600))
+    );
     // limit 0 means the default page, and the cap holds.
-    assert_eq!(store.list_calls(org, &CallQuery::default()).await.unwrap().len(), 50);
-    assert_eq!(store.count_calls(org, Some("in-progress")).await.unwrap(), 30);
+    assert_eq!(
+        store
+            .list_calls(org, &CallQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        50
+    );
+    assert_eq!(
+        store.count_calls(org, Some("in-progress")).await.unwrap(),
+        30
+    );
 }
 
 async fn contacts_and_appointments(db: TestDb) {
@@ -545,23 +785,73 @@ async fn contacts_and_appointments(db: TestDb) {
     };
     // Booked during a call whose CallStarted has not landed, for a contact not yet stored.
     store.apply(&booking("booked", 10_000, 10)).await.unwrap();
-    assert_eq!(store.get_contact(org, phone).await.unwrap().unwrap().name, None);
+    assert_eq!(
+        store.get_contact(org, phone).await.unwrap().unwrap().name,
+        None
+    );
     store.apply(&contact("Pat", 5)).await.unwrap();
-    assert_eq!(store.get_contact(org, phone).await.unwrap().unwrap().name.as_deref(), Some("Pat"));
+    assert_eq!(
+        store
+            .get_contact(org, phone)
+            .await
+            .unwrap()
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("Pat")
+    );
     // Last writer wins, by the record's own clock; replays and stale updates change nothing.
     store.apply(&contact("Patricia", 20)).await.unwrap();
     store.apply(&contact("Pat", 5)).await.unwrap();
-    assert_eq!(store.get_contact(org, phone).await.unwrap().unwrap().name.as_deref(), Some("Patricia"));
+    assert_eq!(
+        store
+            .get_contact(org, phone)
+            .await
+            .unwrap()
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("Patricia")
+    );
 
     store.apply(&booking("booked", 20_000, 30)).await.unwrap(); // rescheduled
     store.apply(&booking("booked", 10_000, 10)).await.unwrap(); // stale replay
-    let list = store.list_appointments(org, t(0), t(100_000)).await.unwrap();
+    let list = store
+        .list_appointments(org, t(0), t(100_000))
+        .await
+        .unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!((list[0].starts_at, list[0].status.as_str(), list[0].call.clone()), (t(20_000), "booked", Some(sid(5))));
-    store.apply(&booking("cancelled", 20_000, 40)).await.unwrap();
-    assert_eq!(store.list_appointments(org, t(0), t(100_000)).await.unwrap()[0].status, "cancelled");
-    assert!(store.list_appointments(org, t(0), t(20_000)).await.unwrap().is_empty());
-    assert!(store.get_call(org, &sid(5)).await.unwrap().is_some(), "the booking's call exists as a placeholder");
+    assert_eq!(
+        (
+            list[0].starts_at,
+            list[0].status.as_str(),
+            list[0].call.clone()
+        ),
+        (t(20_000), "booked", Some(sid(5)))
+    );
+    store
+        .apply(&booking("cancelled", 20_000, 40))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .list_appointments(org, t(0), t(100_000))
+            .await
+            .unwrap()[0]
+            .status,
+        "cancelled"
+    );
+    assert!(
+        store
+            .list_appointments(org, t(0), t(20_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store.get_call(org, &sid(5)).await.unwrap().is_some(),
+        "the booking's call exists as a placeholder"
+    );
 }
 
 /// The writer gets no chance to run while 302 ops are submitted (current-thread runtime, no await), so the
@@ -569,7 +859,11 @@ async fn contacts_and_appointments(db: TestDb) {
 async fn spill_file_is_written_back(db: TestDb) {
     let store = db.store.clone();
     let (org, _) = store.ensure_default_org().await.unwrap();
-    let config = QueueConfig { capacity: 8, max_batch: 16, ..QueueConfig::default() };
+    let config = QueueConfig {
+        capacity: 8,
+        max_batch: 16,
+        ..QueueConfig::default()
+    };
     let spill = db.spill_path();
     let (queue, writer) = WriteQueue::spawn_with(store.clone(), spill.clone(), config);
     let s = sid(9);
@@ -579,19 +873,45 @@ async fn spill_file_is_written_back(db: TestDb) {
     }
     queue.submit(ended(org, &s, t(900), "caller_hangup"));
     let stats = queue.stats();
-    assert_eq!((stats.queued, stats.spilled, stats.written), (8, 294, 0), "{stats:?}");
+    assert_eq!(
+        (stats.queued, stats.spilled, stats.written),
+        (8, 294, 0),
+        "{stats:?}"
+    );
     assert!(spill.exists() && stats.spill_bytes > 0);
     queue.flush(Duration::from_secs(60)).await.unwrap();
     let stats = queue.stats();
-    assert_eq!((stats.written, stats.dropped, stats.pending, stats.spill_bytes), (302, 0, 0, 0), "{stats:?}");
-    assert_eq!(store.list_turns(org, &s).await.unwrap(), (0..300).map(|i| turn_record(org, &s, i)).collect::<Vec<_>>());
+    assert_eq!(
+        (
+            stats.written,
+            stats.dropped,
+            stats.pending,
+            stats.spill_bytes
+        ),
+        (302, 0, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        store.list_turns(org, &s).await.unwrap(),
+        (0..300)
+            .map(|i| turn_record(org, &s, i))
+            .collect::<Vec<_>>()
+    );
     let call = store.get_call(org, &s).await.unwrap().unwrap();
-    assert_eq!((call.status.as_str(), call.from.as_str()), ("completed", "+15550100001"));
+    assert_eq!(
+        (call.status.as_str(), call.from.as_str()),
+        ("completed", "+15550100001")
+    );
     assert!(!spill.exists());
 
     // Past the spill bound, ops are dropped and counted (and logged at error level), never blocking.
-    let tiny = QueueConfig { capacity: 1, spill_max_bytes: 2_000, ..QueueConfig::default() };
-    let (small, small_writer) = WriteQueue::spawn_with(store.clone(), db.dir.path().join("small.jsonl"), tiny);
+    let tiny = QueueConfig {
+        capacity: 1,
+        spill_max_bytes: 2_000,
+        ..QueueConfig::default()
+    };
+    let (small, small_writer) =
+        WriteQueue::spawn_with(store.clone(), db.dir.path().join("small.jsonl"), tiny);
     let s2 = sid(10);
     for i in 0..40 {
         small.submit(turn(org, &s2, i));
@@ -601,7 +921,10 @@ async fn spill_file_is_written_back(db: TestDb) {
     assert_eq!(stats.dropped + stats.spilled + stats.queued, 40);
     assert!(stats.spill_bytes <= 2_000);
     small.flush(Duration::from_secs(60)).await.unwrap();
-    assert_eq!(store.list_turns(org, &s2).await.unwrap().len() as u64, 40 - small.stats().dropped);
+    assert_eq!(
+        store.list_turns(org, &s2).await.unwrap().len() as u64,
+        40 - small.stats().dropped
+    );
     drop((queue, small));
     writer.await.unwrap();
     small_writer.await.unwrap();
@@ -625,14 +948,22 @@ async fn spill_file_from_previous_run_is_replayed(db: TestDb) {
     queue.submit(event(org, &s, 0, "error"));
     drop(queue);
     writer.await.unwrap();
-    assert_eq!(store.get_call(org, &s).await.unwrap(), None, "run 1 wrote nothing");
+    assert_eq!(
+        store.get_call(org, &s).await.unwrap(),
+        None,
+        "run 1 wrote nothing"
+    );
     assert!(spill.exists(), "run 1 left a spill file");
 
     // A crash mid-append leaves a torn last line; replay must skip it and keep the rest.
     {
         use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&spill).unwrap();
-        f.write_all(b"{\"run\":1,\"op\":{\"op\":\"turn\",\"org\":").unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&spill)
+            .unwrap();
+        f.write_all(b"{\"run\":1,\"op\":{\"op\":\"turn\",\"org\":")
+            .unwrap();
     }
 
     // Run 2 replays it before anything else.
@@ -644,7 +975,10 @@ async fn spill_file_from_previous_run_is_replayed(db: TestDb) {
     assert_eq!(store.list_turns(org, &s).await.unwrap().len(), 50);
     assert_eq!(store.list_events(org, &s).await.unwrap().len(), 1);
     let call = store.get_call(org, &s).await.unwrap().unwrap();
-    assert_eq!((call.status.as_str(), call.from.as_str()), ("completed", "+15550100001"));
+    assert_eq!(
+        (call.status.as_str(), call.from.as_str()),
+        ("completed", "+15550100001")
+    );
     assert!(!spill.exists());
     drop(queue);
     writer.await.unwrap();
@@ -655,7 +989,10 @@ async fn rejected_write_does_not_block_the_queue(db: TestDb) {
     let (org_a, _) = store.ensure_default_org().await.unwrap();
     let org_b = store.create_org("B").await.unwrap();
     let a_call = sid(1);
-    store.apply(&call_started(org_a, &a_call, t(0))).await.unwrap();
+    store
+        .apply(&call_started(org_a, &a_call, t(0)))
+        .await
+        .unwrap();
     let spill = db.spill_path();
     let (queue, writer) = WriteQueue::spawn(store.clone(), spill.clone());
     let b_call = sid(2);
@@ -666,7 +1003,11 @@ async fn rejected_write_does_not_block_the_queue(db: TestDb) {
     }
     queue.flush(Duration::from_secs(30)).await.unwrap();
     let stats = queue.stats();
-    assert_eq!((stats.rejected, stats.written, stats.pending, stats.db_up), (1, 21, 0, true), "{stats:?}");
+    assert_eq!(
+        (stats.rejected, stats.written, stats.pending, stats.db_up),
+        (1, 21, 0, true),
+        "{stats:?}"
+    );
     assert_eq!(store.list_turns(org_b, &b_call).await.unwrap().len(), 20);
     assert!(store.list_turns(org_a, &a_call).await.unwrap().is_empty());
     let rejected = std::fs::read_to_string(spill.with_file_name("spill.jsonl.rejected")).unwrap();
@@ -710,7 +1051,10 @@ async fn take_down(db: &TestDb) -> Option<sqlx::SqliteConnection> {
                 .filename(db.dir.path().join(storage::SQLITE_FILE_NAME))
                 .busy_timeout(Duration::from_secs(10));
             let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
-            sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut conn).await.unwrap();
+            sqlx::raw_sql("BEGIN EXCLUSIVE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
             Some(conn)
         }
     }
@@ -755,7 +1099,10 @@ async fn database_goes_away_mid_call(db: TestDb) {
     // Mid-call, the database goes away. The call goes on: turns and events keep coming.
     let lock = take_down(&db).await;
     if db.backend == Backend::Postgres {
-        assert!(store.health().await.is_err(), "health must report a stopped server");
+        assert!(
+            store.health().await.is_err(),
+            "health must report a stopped server"
+        );
     }
     let mut submitted_during_outage = 0;
     for i in 10..210 {
@@ -771,9 +1118,15 @@ async fn database_goes_away_mid_call(db: TestDb) {
         "queue never noticed the outage: {:?}",
         queue.stats()
     );
-    assert!(queue.flush(Duration::from_millis(300)).await.is_err(), "nothing can be flushed while down");
+    assert!(
+        queue.flush(Duration::from_millis(300)).await.is_err(),
+        "nothing can be flushed while down"
+    );
     let during = queue.stats();
-    assert!(during.retried > 0 && during.spilled > 0 && during.pending > 0, "{during:?}");
+    assert!(
+        during.retried > 0 && during.spilled > 0 && during.pending > 0,
+        "{during:?}"
+    );
     assert_eq!(during.dropped, 0);
 
     // It comes back; everything lands, in order, nothing lost.
@@ -783,12 +1136,29 @@ async fn database_goes_away_mid_call(db: TestDb) {
     store.health().await.unwrap();
     let after = queue.stats();
     assert!(after.db_up, "{after:?}");
-    assert_eq!((after.dropped, after.rejected, after.pending, after.spill_bytes), (0, 0, 0, 0), "{after:?}");
+    assert_eq!(
+        (
+            after.dropped,
+            after.rejected,
+            after.pending,
+            after.spill_bytes
+        ),
+        (0, 0, 0, 0),
+        "{after:?}"
+    );
     let turns = store.list_turns(org, &call).await.unwrap();
     assert_eq!(turns.len(), 10 + submitted_during_outage);
-    assert_eq!(turns, (0..210).map(|i| turn_record(org, &call, i)).collect::<Vec<_>>());
+    assert_eq!(
+        turns,
+        (0..210)
+            .map(|i| turn_record(org, &call, i))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(store.list_events(org, &call).await.unwrap().len(), 10);
-    assert_eq!(store.get_call(org, &call).await.unwrap().unwrap().status, "completed");
+    assert_eq!(
+        store.get_call(org, &call).await.unwrap().unwrap().status,
+        "completed"
+    );
 
     // Second outage, and this time the process stops before the database returns: the spill file carries
     // the call over to the next run.
@@ -808,10 +1178,19 @@ async fn database_goes_away_mid_call(db: TestDb) {
     let (queue, writer) = WriteQueue::spawn_with(store.clone(), spill.clone(), config);
     queue.flush(Duration::from_secs(60)).await.unwrap();
     assert_eq!(store.list_turns(org, &call2).await.unwrap().len(), 100);
-    assert_eq!(store.get_call(org, &call2).await.unwrap().unwrap().from, "+15550100001");
+    assert_eq!(
+        store.get_call(org, &call2).await.unwrap().unwrap().from,
+        "+15550100001"
+    );
     assert_eq!(queue.stats().recovered, 101);
     assert_eq!(queue.stats().dropped, 0);
-    let seen: HashSet<_> = store.list_calls(org, &CallQuery::default()).await.unwrap().into_iter().map(|c| c.sid).collect();
+    let seen: HashSet<_> = store
+        .list_calls(org, &CallQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.sid)
+        .collect();
     assert_eq!(seen, HashSet::from([call.clone(), call2.clone()]));
     drop(queue);
     writer.await.unwrap();

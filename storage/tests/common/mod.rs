@@ -10,7 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Connection as _;
 use storage::testing::{PgCluster, PgClusterOptions};
 use storage::{
-    CallSid, EventRecord, OrgId, RecordingRecord, Store, StoreOptions, TurnLatency, TurnRecord, WriteOp,
+    CallSid, EventRecord, OrgId, RecordingRecord, Store, StoreOptions, TurnLatency, TurnRecord,
+    WriteOp,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,13 +46,29 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         match backend {
             Backend::Sqlite => {
-                let store = Store::open_with(None, dir.path(), &test_options()).await.expect("open sqlite");
-                TestDb { store, backend, dir, url: None, cluster: None }
+                let store = Store::open_with(None, dir.path(), &test_options())
+                    .await
+                    .expect("open sqlite");
+                TestDb {
+                    store,
+                    backend,
+                    dir,
+                    url: None,
+                    cluster: None,
+                }
             }
             Backend::Postgres => {
                 let url = PgCluster::shared().create_database().await;
-                let store = Store::open_with(Some(&url), dir.path(), &test_options()).await.expect("open postgres");
-                TestDb { store, backend, dir, url: Some(url), cluster: None }
+                let store = Store::open_with(Some(&url), dir.path(), &test_options())
+                    .await
+                    .expect("open postgres");
+                TestDb {
+                    store,
+                    backend,
+                    dir,
+                    url: Some(url),
+                    cluster: None,
+                }
             }
         }
     }
@@ -64,8 +81,16 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster = PgCluster::start_local(PgClusterOptions::default());
         let url = cluster.create_database().await;
-        let store = Store::open_with(Some(&url), dir.path(), &test_options()).await.expect("open postgres");
-        TestDb { store, backend, dir, url: Some(url), cluster: Some(cluster) }
+        let store = Store::open_with(Some(&url), dir.path(), &test_options())
+            .await
+            .expect("open postgres");
+        TestDb {
+            store,
+            backend,
+            dir,
+            url: Some(url),
+            cluster: Some(cluster),
+        }
     }
 
     pub fn spill_path(&self) -> PathBuf {
@@ -84,7 +109,8 @@ impl TestDb {
                 conn.close().await
             }
             Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(self.url.as_deref().expect("url")).await?;
+                let mut conn =
+                    sqlx::PgConnection::connect(self.url.as_deref().expect("url")).await?;
                 sqlx::raw_sql(sql).execute(&mut conn).await?;
                 conn.close().await
             }
@@ -102,7 +128,7 @@ macro_rules! backend_tests {
                 $(
                     #[tokio::test(flavor = $flavor)]
                     async fn $name() {
-                        crate::$name(crate::common::TestDb::new(crate::common::Backend::Sqlite).await).await;
+                        $crate::$name($crate::common::TestDb::new($crate::common::Backend::Sqlite).await).await;
                     }
                 )*
             }
@@ -110,7 +136,7 @@ macro_rules! backend_tests {
                 $(
                     #[tokio::test(flavor = $flavor)]
                     async fn $name() {
-                        crate::$name(crate::common::TestDb::new(crate::common::Backend::Postgres).await).await;
+                        $crate::$name($crate::common::TestDb::new($crate::common::Backend::Postgres).await).await;
                     }
                 )*
             }
@@ -142,11 +168,22 @@ pub fn call_started(org: OrgId, sid: &CallSid, at: DateTime<Utc>) -> WriteOp {
 }
 
 pub fn status(org: OrgId, sid: &CallSid, s: &str, at: DateTime<Utc>) -> WriteOp {
-    WriteOp::CallStatus { org, sid: sid.clone(), status: s.into(), at }
+    WriteOp::CallStatus {
+        org,
+        sid: sid.clone(),
+        status: s.into(),
+        at,
+    }
 }
 
 pub fn ended(org: OrgId, sid: &CallSid, at: DateTime<Utc>, reason: &str) -> WriteOp {
-    WriteOp::CallEnded { org, sid: sid.clone(), ended_at: at, end_reason: reason.into(), duration_ms: 60_000 }
+    WriteOp::CallEnded {
+        org,
+        sid: sid.clone(),
+        ended_at: at,
+        end_reason: reason.into(),
+        duration_ms: 60_000,
+    }
 }
 
 pub fn turn_record(org: OrgId, sid: &CallSid, seq: i32) -> TurnRecord {
