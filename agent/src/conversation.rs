@@ -184,8 +184,8 @@ pub struct MediaFrame {
     pub ulaw: [u8; PHONE_FRAME],
     /// The same audio as PCM, for the recording.
     pub pcm: [i16; PHONE_FRAME],
-    /// Media time (caller samples received) when it was released: where it goes in the
-    /// recording.
+    /// Media time (in caller samples) at which it is due to play: where it goes in the
+    /// recording. Frames released together ahead of time get successive positions.
     pub at_sample: u64,
 }
 
@@ -471,8 +471,12 @@ pub struct Conversation {
     playout: VecDeque<PlayoutItem>,
     /// The current segment's samples that do not yet fill a frame.
     partial: Vec<i16>,
-    /// Playout schedule: frame `frames_sent - anchor.1` is due at `anchor.0 + n * 20 ms`.
-    anchor: Option<(Now, u64)>,
+    /// Playout schedule: frame `n = frames_sent - anchor.1` of the current run is due at
+    /// `anchor.0 + n * 20 ms` and plays at media sample `anchor.2 + n * 160`.
+    anchor: Option<(Now, u64, u64)>,
+    /// Where the last run ends (due time and media sample after its last frame), so a run that
+    /// starts while it is still playing continues after it instead of overlapping it.
+    playout_end: (Now, u64),
     // Timers and lifecycle.
     started_at: Option<Now>,
     idle_since: Option<Now>,
@@ -514,6 +518,7 @@ impl Conversation {
             playout: VecDeque::new(),
             partial: Vec::with_capacity(PHONE_FRAME),
             anchor: None,
+            playout_end: (Duration::ZERO, 0),
             started_at: None,
             idle_since: None,
             silence_prompts: 0,
@@ -1016,7 +1021,7 @@ impl Conversation {
     }
 
     fn next_frame_due(&self) -> Option<Now> {
-        let (anchor_time, anchor_frames) = self.anchor?;
+        let (anchor_time, anchor_frames, _) = self.anchor?;
         match self.playout.front()? {
             PlayoutItem::Frame { .. } => {
                 let n = (self.stats.frames_sent - anchor_frames) as u32;
@@ -1046,10 +1051,14 @@ impl Conversation {
                         .push_back(Output::Mark(format!("{MARK_PREFIX}{}", id.0)));
                 }
                 Some(PlayoutItem::Frame { .. }) => {
-                    let (anchor_time, anchor_frames) =
-                        *self.anchor.get_or_insert((now, self.stats.frames_sent));
-                    let n = (self.stats.frames_sent - anchor_frames) as u32;
-                    let due = anchor_time + FRAME_DURATION * n;
+                    let (end_time, end_sample) = self.playout_end;
+                    let (anchor_time, anchor_frames, anchor_sample) = *self.anchor.get_or_insert((
+                        now.max(end_time),
+                        self.stats.frames_sent,
+                        self.caller_samples.max(end_sample),
+                    ));
+                    let n = self.stats.frames_sent - anchor_frames;
+                    let due = anchor_time + FRAME_DURATION * n as u32;
                     if due > now + PLAYOUT_LEAD {
                         return;
                     }
@@ -1061,7 +1070,10 @@ impl Conversation {
                         *u = mulaw::encode(s);
                     }
                     self.stats.frames_sent += 1;
-                    let at_sample = self.caller_samples;
+                    // Its place in media time is when it is due to play, not when it leaves:
+                    // frames released together (the lead) play one after another.
+                    let at_sample = anchor_sample + n * PHONE_FRAME as u64;
+                    self.playout_end = (due + FRAME_DURATION, at_sample + PHONE_FRAME as u64);
                     if let Some(agent) = self.agent.as_mut() {
                         agent.first_sent_at.get_or_insert(now);
                         agent.first_sent_sample.get_or_insert(at_sample);
@@ -1145,6 +1157,8 @@ impl Conversation {
         self.anchor = None;
         if sent_anything {
             self.outputs.push_back(Output::Clear);
+            // Twilio's buffer is empty now: the next run starts from the present.
+            self.playout_end = (Duration::ZERO, 0);
         }
         if let Some(turn) = agent.turn
             && !agent.brain_done

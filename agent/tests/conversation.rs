@@ -58,6 +58,7 @@ struct Sim {
     samples_per_char: usize,
     // What happened.
     frames: Vec<Now>,
+    at_samples: Vec<u64>,
     clears: Vec<Now>,
     marks_sent: Vec<(Now, String)>,
     turns: Vec<TurnSummary>,
@@ -93,6 +94,7 @@ impl Sim {
             }),
             samples_per_char: 440, // 55 ms a character
             frames: Vec::new(),
+            at_samples: Vec::new(),
             clears: Vec::new(),
             marks_sent: Vec::new(),
             turns: Vec::new(),
@@ -212,8 +214,9 @@ impl Sim {
         let now = self.now;
         while let Some(out) = self.conv.poll_output() {
             match out {
-                Output::Media(_) => {
+                Output::Media(frame) => {
                     self.frames.push(now);
+                    self.at_samples.push(frame.at_sample);
                     let start = self.play_end.max(now);
                     self.play_end = start + FRAME_DURATION;
                 }
@@ -332,6 +335,13 @@ fn greeting_is_spoken_first_paced_in_real_time_and_marked() {
         let earliest = due.saturating_sub(PLAYOUT_LEAD);
         assert!(t >= earliest, "frame {k} at {t:?} before {earliest:?}");
         assert!(t <= earliest.max(anchor), "frame {k} at {t:?} late");
+    }
+    // In media time, frames sit back to back from the first one's due time, even those
+    // released together in the lead.
+    let first = sim.at_samples[0];
+    assert_eq!(first, 100 * 8);
+    for (k, &at) in sim.at_samples.iter().enumerate() {
+        assert_eq!(at, first + 160 * k as u64, "frame {k}");
     }
     // One mark after the sentence, sent right after its last frame.
     assert_eq!(sim.marks_sent.len(), 1);

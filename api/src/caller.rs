@@ -36,6 +36,9 @@ pub struct CallerConfig {
     pub hang_up_after: Duration,
     /// Hang up regardless after this long.
     pub max_duration: Duration,
+    /// Messages sent right after `start`, before any audio: for testing how the server copes
+    /// with what Twilio would never send.
+    pub inject: Vec<Message>,
 }
 
 impl CallerConfig {
@@ -50,6 +53,7 @@ impl CallerConfig {
             call_sid: new_sid("CA"),
             hang_up_after: Duration::from_secs(3),
             max_duration: Duration::from_secs(120),
+            inject: Vec::new(),
         }
     }
 }
@@ -194,6 +198,9 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
         .await?;
     ws.send(Message::Text(protocol::twilio::start(seq, &start).into()))
         .await?;
+    for message in &config.inject {
+        ws.send(message.clone()).await?;
+    }
 
     let mut report = CallReport {
         org: start.custom_parameters.get("org").cloned(),

@@ -106,6 +106,70 @@ impl Server {
     }
 }
 
+/// Stores the recordings a crash left in staging (their calls never ended cleanly): each was
+/// repaired above, is moved to permanent storage, and gets its recording row and an end for its
+/// call (`interrupted`; a call that did end keeps its first end, writes being idempotent).
+pub async fn recover_staged_recordings(data_dir: &Path, queue: &WriteQueue) -> usize {
+    use storage::{CallSid, LocalRecordingStore, OrgId, RecordingRecord, RecordingStore, WriteOp};
+    let store = LocalRecordingStore::in_data_dir(data_dir);
+    let staging = data_dir.join("recordings").join(".staging");
+    let Ok(entries) = std::fs::read_dir(&staging) else {
+        return 0;
+    };
+    let mut recovered = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wav"))
+        else {
+            continue;
+        };
+        // Staging files are named `{org uuid}-{CallSid}.wav`.
+        let parsed = (stem.len() > 37)
+            .then(|| (stem[..36].parse::<uuid::Uuid>().ok(), &stem[37..]))
+            .and_then(|(org, sid)| Some((OrgId(org?), CallSid(sid.to_string()))));
+        let Some((org, sid)) = parsed else {
+            warn!(path = %path.display(), "unexpected file in recording staging; left alone");
+            continue;
+        };
+        let (rate, frames) = match hound::WavReader::open(&path) {
+            Ok(r) => (r.spec().sample_rate, u64::from(r.duration())),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "staged recording unreadable; left alone");
+                continue;
+            }
+        };
+        let duration_ms = (frames * 1000 / u64::from(rate.max(1))) as i64;
+        match store.put(org, &sid).await {
+            Ok(stored) => {
+                queue.submit(WriteOp::CallEnded {
+                    org,
+                    sid: sid.clone(),
+                    ended_at: chrono::Utc::now(),
+                    end_reason: "interrupted".into(),
+                    duration_ms,
+                });
+                queue.submit(WriteOp::Recording(RecordingRecord {
+                    org,
+                    sid,
+                    location: stored.location,
+                    channels: 2,
+                    sample_rate: rate as i32,
+                    duration_ms,
+                    sha256: stored.sha256,
+                }));
+                recovered += 1;
+            }
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "staged recording could not be stored")
+            }
+        }
+    }
+    recovered
+}
+
 /// Repairs every WAV under `dir` whose header a crash left stale. Returns how many were fixed.
 pub fn repair_recordings(dir: &Path) -> usize {
     let mut repaired = 0;

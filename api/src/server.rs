@@ -26,7 +26,7 @@ use telephony::call::{
     CallEnd, CallEngines, CallHooks, CallInfo, CallSetup, MediaSocket, Rejected, SocketError,
     SocketMessage, run_call,
 };
-use telephony::protocol::{MAX_MESSAGE_BYTES, Start};
+use telephony::protocol::Start;
 use telephony::webhook::{
     StatusCallback, VoiceWebhook, parse_form, stream_token, verify_stream_token,
 };
@@ -37,6 +37,11 @@ use crate::config::Config;
 /// Largest webhook body we read. Twilio's voice and status callbacks are a few KiB of form
 /// fields; 64 KiB is generous and keeps a flood of junk cheap to refuse (413).
 pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
+
+/// Largest WebSocket message the server reads at all (1 MiB). Messages up to
+/// [`telephony::protocol::MAX_MESSAGE_BYTES`] are parsed; larger ones up to this cap are dropped and counted; beyond
+/// it the socket is closed, so memory per call stays bounded.
+pub const MAX_SOCKET_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Shared server state. Cloning is cheap.
 #[derive(Clone, Debug)]
@@ -299,8 +304,10 @@ async fn status_callback(
 }
 
 async fn media_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
+    // The socket's hard cap is well above what the protocol parser accepts: a message between
+    // the two is counted and dropped while the call goes on; only a larger one ends the call.
+    ws.max_message_size(MAX_SOCKET_MESSAGE_BYTES)
+        .max_frame_size(MAX_SOCKET_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             let Ok(slot) = state.inner.call_slots.clone().try_acquire_owned() else {
                 warn!("media stream refused: at capacity");
