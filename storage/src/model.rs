@@ -228,6 +228,8 @@ pub struct CallQuery {
     /// Only calls with this status.
     pub status: Option<String>,
     /// Keyset paging: only calls that started strictly before this instant (pass the last row's `started_at`).
+    /// Calls that started in the very same microsecond as a page's last row would be skipped; at Twilio call
+    /// rates per organisation that does not happen in practice, and it keeps the cursor one timestamp.
     pub before: Option<DateTime<Utc>>,
     /// Page size; 0 means [`DEFAULT_PAGE`](crate::DEFAULT_PAGE), capped at [`MAX_PAGE`](crate::MAX_PAGE).
     pub limit: u32,

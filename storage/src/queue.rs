@@ -18,6 +18,13 @@
 //! the next [`WriteQueue::spawn`] with the same path replays both files before anything else. Only a process
 //! crash loses what was in the channel at that moment (at most [`QueueConfig::capacity`] ops); the spill file
 //! is appended without fsync, so it survives a process crash but not a power cut.
+//!
+//! Stopping: call [`WriteQueue::shutdown`], then await the writer's `JoinHandle`. Dropping every handle
+//! without it also ends the writer, but only once everything is written, waiting for the database as long as
+//! that takes.
+//!
+//! Metrics: [`WriteQueue::stats`] ([`QueueStats`]); `dropped > 0` means call data was lost and is also
+//! logged at error level ("WRITE DROPPED"), `db_up` feeds the health endpoint.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;

@@ -4,7 +4,7 @@
 //! `/usr/lib/postgresql/<version>/bin`) on a fresh directory under the system temp dir, listening on
 //! 127.0.0.1 and a random free port only, with its socket in that directory. Nothing assumes a server already
 //! running. If `VOXANNE_TEST_DATABASE_URL` is set, that server is used instead (it must allow
-//! `CREATE DATABASE`). Each test takes its own database ([`PgCluster::create_database`]) on one cluster
+//! `CREATE DATABASE`; the `voxanne_test_*` databases are left there). Each test takes its own database ([`PgCluster::create_database`]) on one cluster
 //! shared by the test binary ([`PgCluster::shared`]), which keeps the suite fast.
 //!
 //! Postgres refuses to run as root. When the tests run as root (as in CI containers), every Postgres command
