@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The main job on one box: builds voxanne, starts the server, places a simulated Twilio call to
+# it and saves what the caller heard, then keeps serving until Ctrl-C.
+#
+# Until the embedded offline engines land, the server runs with the test engines
+# (VOXANNE_ENGINES=test: scripted transcripts, a tone as the agent's voice). Everything else is
+# the real product: Twilio's protocol, turn-taking, barge-in, recording, the database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TWILIO_AUTH_TOKEN="${TWILIO_AUTH_TOKEN:-local-demo-secret}"
+export VOXANNE_ENGINES="${VOXANNE_ENGINES:-test}"
+export VOXANNE_DATA_DIR="${VOXANNE_DATA_DIR:-$PWD/data}"
+export VOXANNE_ADDR="${VOXANNE_ADDR:-127.0.0.1:8080}"
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+
+cargo build --release --locked -p api
+bin="$target/release/voxanne"
+
+"$bin" serve &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+host="${VOXANNE_ADDR%:*}"
+port="${VOXANNE_ADDR##*:}"
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && break
+    sleep 0.1
+done
+
+"$bin" simulate --out "$VOXANNE_DATA_DIR/simulated-call.wav"
+echo
+echo "Hear it: aplay $VOXANNE_DATA_DIR/simulated-call.call.wav   (left: caller, right: agent)"
+echo "The server keeps running on http://$VOXANNE_ADDR (Ctrl-C to stop); call it again with:"
+echo "  $bin simulate"
+[ "${VOXANNE_DEMO_EXIT:-0}" = 1 ] && exit 0
+wait $server

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every Voxanne test on a fresh Debian machine: installs what the tests need
+# (PostgreSQL server binaries for the throwaway test clusters), then `cargo test --workspace`.
+# Tests that read ../shared (reference vectors) skip cleanly when it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "installing: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo test --workspace --locked "$@"
