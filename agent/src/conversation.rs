@@ -650,12 +650,9 @@ impl Conversation {
     fn process_vad_frame(&mut self, now: Now) {
         let probability = self.vad.0.speech_probability(&self.vad_frame);
         // Keep the pre-roll window.
-        for &s in &self.vad_frame {
-            if self.recent.len() == self.recent_cap {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(s);
-        }
+        self.recent.extend(self.vad_frame.iter().copied());
+        let excess = self.recent.len().saturating_sub(self.recent_cap);
+        self.recent.drain(..excess);
         if let Some(turn) = self.caller_turn.as_mut() {
             turn.audio.extend_from_slice(&self.vad_frame);
             if probability >= self.config.endpoint.speech_threshold {
@@ -711,8 +708,13 @@ impl Conversation {
         let Some(mut turn) = self.caller_turn.take() else {
             return;
         };
-        let agent_busy = self.agent.is_some();
-        if !turn.confirmed && agent_busy {
+        // Only while the agent's voice is playing is a short sound a backchannel; while it is
+        // still preparing a reply, a short "yes" or "Tuesday" is a real turn.
+        let agent_audible = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.first_sent_at.is_some());
+        if !turn.confirmed && agent_audible {
             // A short sound while the agent talks: a backchannel, not a turn.
             self.stats.backchannels += 1;
             self.event("backchannel", format!("{} ms voiced", turn.voiced_ms));
@@ -774,8 +776,15 @@ impl Conversation {
             None => String::new(),
         };
         if text.is_empty() {
-            // Nothing intelligible: noise. If nothing else is going on, we are idle again.
-            if self.agent.is_none() && self.pending.is_empty() && self.caller_turn.is_none() {
+            // Nothing intelligible: noise. If that noise abandoned an unheard reply, answer the
+            // words it abandoned; otherwise, if nothing else is going on, we are idle again.
+            let quiet =
+                self.agent.is_none() && self.pending.is_empty() && self.caller_turn.is_none();
+            if quiet && self.ending.is_none() {
+                if let Some(earlier) = self.carry_over.take() {
+                    self.ask_brain(now, id, earlier, None);
+                    return;
+                }
                 self.idle_since = Some(now);
             }
             return;
@@ -795,27 +804,38 @@ impl Conversation {
             end_ms: p.end_ms,
             latency,
         });
-        let text = match self.carry_over.take() {
-            Some(earlier) => format!("{earlier} {text}"),
-            None => text,
-        };
         self.silence_prompts = 0;
         if self.ending.is_some() {
             // The agent is saying goodbye: the words are recorded, not answered.
             return;
         }
+        if self.agent.is_some() {
+            // A newer input supersedes whatever the agent was preparing or prompting (an
+            // unheard reply's words move to `carry_over` and are answered with these).
+            self.interrupt_agent(now, "newer_input");
+        }
+        let text = match self.carry_over.take() {
+            Some(earlier) => format!("{earlier} {text}"),
+            None => text,
+        };
         if self.caller_turn.as_ref().is_some_and(|t| t.confirmed) {
             // The caller is still talking: wait and answer everything together.
             self.carry_over = Some(text);
             return;
         }
-        if self.agent.is_some() {
-            // A newer input supersedes whatever the agent was preparing or prompting.
-            self.interrupt_agent(now, "newer_input");
-        }
+        self.ask_brain(
+            now,
+            id,
+            text,
+            Some((p.endpointed_at, p.endpointing_ms, stt_ms)),
+        );
+    }
+
+    /// Starts the agent's reply to what the caller said.
+    fn ask_brain(&mut self, now: Now, id: TurnId, text: String, answers: Option<(Now, u32, u32)>) {
         let mut agent = AgentTurn::new(AgentKind::Reply, Some(id), now);
         agent.caller_text = Some(text.clone());
-        agent.answers = Some((p.endpointed_at, p.endpointing_ms, stt_ms));
+        agent.answers = answers;
         let request = BrainRequest {
             history: self.history.clone(),
             input: CallerInput::Speech(text.clone()),

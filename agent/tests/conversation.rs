@@ -765,3 +765,48 @@ fn marks_echoed_for_cleared_audio_are_counted_as_stale() {
         .handle_input(sim.now, Input::MarkPlayed("not-ours"));
     assert_eq!(sim.conv.stats().stale_marks, 2);
 }
+
+#[test]
+fn a_short_answer_while_the_agent_prepares_is_a_turn_not_a_backchannel() {
+    let mut sim = Sim::new(config());
+    sim.transcripts.push_back("I want to book".into());
+    sim.transcripts.push_back("Tuesday".into());
+    sim.brain_delay = ms(1_500);
+    sim.start();
+    // A turn, then, while the brain thinks (nothing audible yet), a 250 ms "Tuesday".
+    sim.say(2_000, 3_000);
+    sim.say(3_900, 4_150);
+    sim.run_until(15_000);
+    assert!(sim.events_of("backchannel").is_empty());
+    assert_eq!(sim.transcribed.len(), 2);
+    let last = sim.asked.last().unwrap();
+    assert_eq!(
+        last.input,
+        CallerInput::Speech("I want to book Tuesday".into())
+    );
+}
+
+#[test]
+fn noise_that_abandons_a_reply_does_not_lose_the_question() {
+    let mut sim = Sim::new(config());
+    sim.transcripts.push_back("what are your hours".into());
+    sim.transcripts.push_back(String::new()); // the cough transcribes as nothing
+    sim.brain_delay = ms(900);
+    sim.start();
+    sim.say(2_000, 3_000);
+    // A 500 ms cough while the brain is still thinking abandons the unheard reply.
+    sim.say(3_800, 4_300);
+    sim.run_until(15_000);
+    assert_eq!(sim.events_of("reply_abandoned").len(), 1);
+    let last = sim.asked.last().unwrap();
+    assert_eq!(
+        last.input,
+        CallerInput::Speech("what are your hours".into())
+    );
+    let replies: Vec<_> = sim.agent_turns().iter().map(|t| t.text.clone()).collect();
+    assert_eq!(
+        replies.last().unwrap(),
+        "You said what are your hours. Anything else?"
+    );
+    assert!(sim.events_of("silence_prompt").is_empty());
+}

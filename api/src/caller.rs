@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use media::{PHONE_FRAME, mulaw};
 use telephony::protocol::{self, MediaFormat, Outbound, Start};
@@ -179,7 +180,16 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
         .server
         .replacen("https://", "wss://", 1)
         .replacen("http://", "ws://", 1);
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{ws_base}{path}")).await?;
+    // Twilio signs the stream's opening request over the stream URL, with no parameters.
+    let mut request = format!("{ws_base}{path}").into_client_request()?;
+    let stream_signature = signature::compute(&config.auth_token, &stream_url, &[]);
+    request.headers_mut().insert(
+        "X-Twilio-Signature",
+        stream_signature
+            .parse()
+            .expect("base64 is a valid header value"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
     let stream_sid = new_sid("MZ");
     let start = Start {
         account_sid: "AC00000000000000000000000000000000".into(),

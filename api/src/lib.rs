@@ -60,6 +60,13 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
         store.clone(),
         config.data_dir.join("write-queue.spill.jsonl"),
     );
+    let recovered = recover_staged_recordings(&config.data_dir, &queue).await;
+    if recovered > 0 {
+        warn!(
+            recovered,
+            "recordings of calls cut off by a crash were stored"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;

@@ -1,8 +1,10 @@
 //! The HTTP surface: Twilio's webhooks, the Media Streams WebSocket, health and metrics.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -61,6 +63,12 @@ struct Inner {
     call_slots: Arc<Semaphore>,
     default_org: (OrgId, AssistantId),
     metrics: Metrics,
+    /// CallSids with a live media stream: a CallSid gets one stream at a time, so a replayed
+    /// stream token cannot attach a second stream to a call.
+    live_streams: Mutex<HashSet<String>>,
+    /// Transfers the agent asked for, by CallSid, until Twilio asks `<Connect action>` what to
+    /// do next (with when they were asked, to forget ones Twilio never asks about).
+    transfers: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 /// Counters and the reply-latency histogram behind `/metrics`.
@@ -116,6 +124,8 @@ impl AppState {
                 engines,
                 default_org,
                 metrics: Metrics::default(),
+                live_streams: Mutex::new(HashSet::new()),
+                transfers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -172,6 +182,7 @@ pub fn router(state: AppState) -> Router {
     let twilio = Router::new()
         .route("/twilio/voice", post(voice_webhook))
         .route("/twilio/status", post(status_callback))
+        .route("/twilio/connect-action", post(connect_action))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES));
     Router::new()
         .merge(twilio)
@@ -246,7 +257,13 @@ async fn voice_webhook(
             "Sorry, all our lines are busy right now. Please call again in a few minutes.",
         )));
     }
-    let (org, assistant) = state.resolve(&hook.to).await;
+    // Our number is `To` on inbound calls and `From` on calls we place.
+    let ours = if hook.direction.starts_with("outbound") {
+        &hook.from
+    } else {
+        &hook.to
+    };
+    let (org, assistant) = state.resolve(ours).await;
     state.queue().submit(WriteOp::CallStarted {
         org,
         assistant: Some(assistant),
@@ -273,8 +290,10 @@ async fn voice_webhook(
         &assistant_s,
     );
     info!(call_sid = %hook.call_sid, org_id = %org_s, "incoming call");
+    let action = format!("{}/twilio/connect-action", state.config().public_url);
     Ok(xml(twiml::connect_stream(
         &state.config().stream_url(),
+        Some(&action),
         &[
             ("org", &org_s),
             ("assistant", &assistant_s),
@@ -293,7 +312,12 @@ async fn status_callback(
     verify_signature(&state, &uri, &headers, &params)?;
     let cb =
         StatusCallback::from_params(&params).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let (org, _) = state.resolve(&cb.to).await;
+    let ours = if cb.direction.starts_with("outbound") {
+        &cb.from
+    } else {
+        &cb.to
+    };
+    let (org, _) = state.resolve(ours).await;
     state.queue().submit(WriteOp::CallStatus {
         org,
         sid: CallSid(cb.call_sid),
@@ -303,23 +327,75 @@ async fn status_callback(
     Ok(xml(twiml::empty()))
 }
 
-async fn media_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// Twilio asks what to do once our media stream has ended: dial the number the agent transferred
+/// the caller to, or hang up.
+async fn connect_action(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let params = parse_form(&body);
+    verify_signature(&state, &uri, &headers, &params)?;
+    let sid = params
+        .iter()
+        .find(|(k, _)| k == "CallSid")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| AppError::BadRequest("missing form field `CallSid`".into()))?;
+    let transfer = state
+        .inner
+        .transfers
+        .lock()
+        .ok()
+        .and_then(|mut t| t.remove(&sid));
+    Ok(xml(match transfer {
+        Some((to, _)) => {
+            info!(call_sid = %sid, "transferring the caller");
+            twiml::dial(&to)
+        }
+        None => twiml::hang_up(),
+    }))
+}
+
+async fn media_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Twilio signs the stream's opening request like a webhook, over the stream URL with no
+    // parameters. Anything else is not Twilio.
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !signature::validate(
+        &state.config().auth_token,
+        signature,
+        &state.config().stream_url(),
+        &[],
+    ) {
+        state
+            .metrics()
+            .webhooks_forbidden
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(
+            has_signature = !signature.is_empty(),
+            "media stream signature rejected"
+        );
+        return AppError::Forbidden.into_response();
+    }
     // The socket's hard cap is well above what the protocol parser accepts: a message between
     // the two is counted and dropped while the call goes on; only a larger one ends the call.
     ws.max_message_size(MAX_SOCKET_MESSAGE_BYTES)
         .max_frame_size(MAX_SOCKET_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
-            let Ok(slot) = state.inner.call_slots.clone().try_acquire_owned() else {
-                warn!("media stream refused: at capacity");
-                let mut socket = AxumSocket(socket);
-                socket.close().await;
-                return;
-            };
+            // The call slot and the CallSid's stream are taken in `setup`, once the stream has
+            // proved which call it is; `ApiHooks` gives them back when the call ends.
             let hooks: Arc<dyn CallHooks> = Arc::new(ApiHooks {
                 state: state.clone(),
+                held: Arc::new(Mutex::new(Held::default())),
             });
             run_call(AxumSocket(socket), state.inner.engines.clone(), hooks).await;
-            drop(slot);
         })
 }
 
@@ -461,6 +537,24 @@ impl MediaSocket for AxumSocket {
 /// Persists what calls do, through the write queue (never waiting on the database).
 struct ApiHooks {
     state: AppState,
+    held: Arc<Mutex<Held>>,
+}
+
+/// What a call holds while it runs: its call slot and its CallSid's stream.
+#[derive(Default)]
+struct Held {
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    stream: Option<(AppState, String)>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some((state, sid)) = self.stream.take()
+            && let Ok(mut live) = state.inner.live_streams.lock()
+        {
+            live.remove(&sid);
+        }
+    }
 }
 
 /// The organisation a verified stream belongs to (checked in `setup`).
@@ -474,6 +568,7 @@ fn call_org(call: &CallInfo) -> Option<OrgId> {
 impl CallHooks for ApiHooks {
     fn setup(&self, start: &Start) -> BoxFuture<'static, Result<CallSetup, Rejected>> {
         let state = self.state.clone();
+        let held = self.held.clone();
         let start = start.clone();
         Box::pin(async move {
             let param = |name: &str| {
@@ -494,6 +589,26 @@ impl CallHooks for ApiHooks {
                 return Err(Rejected("stream token does not match the call".into()));
             }
             let org = OrgId(org_s.parse().map_err(|_| Rejected("bad org".into()))?);
+            let slot = state
+                .inner
+                .call_slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Rejected("at capacity".into()))?;
+            {
+                let mut live = state
+                    .inner
+                    .live_streams
+                    .lock()
+                    .map_err(|_| Rejected("state poisoned".into()))?;
+                if !live.insert(start.call_sid.clone()) {
+                    return Err(Rejected("this call already has a media stream".into()));
+                }
+            }
+            if let Ok(mut h) = held.lock() {
+                h.slot = Some(slot);
+                h.stream = Some((state.clone(), start.call_sid.clone()));
+            }
             let assistant = AssistantId(
                 assistant_s
                     .parse()
@@ -513,10 +628,6 @@ impl CallHooks for ApiHooks {
                     None
                 }
             };
-            state
-                .metrics()
-                .calls_started
-                .fetch_add(1, Ordering::Relaxed);
             Ok(CallSetup {
                 conversation,
                 recording_path,
@@ -525,7 +636,20 @@ impl CallHooks for ApiHooks {
         })
     }
 
-    fn call_started(&self, _call: &CallInfo) {}
+    fn call_started(&self, _call: &CallInfo) {
+        self.state
+            .metrics()
+            .calls_started
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn transfer_requested(&self, call: &CallInfo, to: &str) {
+        if let Ok(mut transfers) = self.state.inner.transfers.lock() {
+            // Twilio asks within seconds; forget transfers it never asked about.
+            transfers.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(600));
+            transfers.insert(call.call_sid.clone(), (to.to_string(), Instant::now()));
+        }
+    }
 
     fn turn_finished(&self, call: &CallInfo, turn: &TurnSummary) {
         let Some(org) = call_org(call) else { return };

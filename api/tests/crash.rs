@@ -30,7 +30,13 @@ fn spawn_server(dir: &Path, port: u16) -> Child {
         .env_remove("DATABASE_URL")
         .env_remove("VOXANNE_PUBLIC_URL")
         .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("server.log"))
+                .unwrap(),
+        )
         .spawn()
         .expect("start voxanne")
 }
@@ -111,7 +117,10 @@ async fn a_recording_survives_kill_9_mid_call() {
         .step_by(2)
         .filter(|s| s.unsigned_abs() > 1_000)
         .count();
-    assert!(caller_voiced > 8_000, "the caller's speech is in the left channel");
+    assert!(
+        caller_voiced > 8_000,
+        "the caller's speech is in the left channel"
+    );
     let call = store.get_call(org, &sid).await.unwrap().expect("call row");
     assert_eq!(call.end_reason.as_deref(), Some("interrupted"));
     assert!(std::fs::read_dir(&staging).unwrap().next().is_none());

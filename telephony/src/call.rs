@@ -6,7 +6,7 @@
 //! runs in spawned tasks that report back through one bounded channel, so the loop never waits
 //! on an engine, and cancelling a turn is aborting its task.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
-use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
+use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use agent::conversation::{
@@ -54,6 +54,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Largest gap in Twilio's timestamps we fill with silence to keep the media clock aligned;
 /// a larger jump is not packet loss but something odd, and is only counted.
 const MAX_GAP_FILL_MS: u64 = 2_000;
+/// Most silence filled over a whole call, so a peer cannot make us run the VAD on hours of
+/// invented audio; real packet loss is far below this.
+const MAX_TOTAL_GAP_FILL_MS: u64 = 30_000;
+/// Twilio sends a media frame every 20 ms for the whole call; a stream silent this long is a
+/// dead connection, and the call ends.
+const INBOUND_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A send Twilio does not take within this is a dead connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The engines a call uses, shared by all calls.
 #[derive(Clone)]
@@ -149,6 +157,9 @@ pub trait CallHooks: Send + Sync + 'static {
     /// Time from the endpoint decision on a caller turn to the first frame of the reply written
     /// to the socket (engine time included; with instant engines, this is what the server adds).
     fn reply_latency(&self, call: &CallInfo, latency: Duration);
+    /// The agent hands the caller to `to`; called before the stream is closed, so the
+    /// webhook Twilio requests next can dial it.
+    fn transfer_requested(&self, call: &CallInfo, to: &str);
 }
 
 /// A message from the socket.
@@ -198,6 +209,11 @@ pub async fn run_call<S: MediaSocket>(
             return None;
         }
     };
+    if !start.media_format.is_phone_mulaw() {
+        warn!(call_sid = %start.call_sid, format = ?start.media_format, "unsupported media format");
+        socket.close().await;
+        return None;
+    }
     let setup = match hooks.setup(&start).await {
         Ok(setup) => setup,
         Err(why) => {
@@ -206,11 +222,6 @@ pub async fn run_call<S: MediaSocket>(
             return None;
         }
     };
-    if !start.media_format.is_phone_mulaw() {
-        warn!(call_sid = %start.call_sid, format = ?start.media_format, "unsupported media format");
-        socket.close().await;
-        return None;
-    }
     let span = info_span!("call", call_sid = %start.call_sid, org_id = %setup.org);
     let driver = CallTask::new(start, setup, engines, hooks, stats);
     Some(driver.run(socket).instrument(span).await)
@@ -267,6 +278,15 @@ struct CallTask {
     events_tx: mpsc::Sender<EngineEvent>,
     events_rx: mpsc::Receiver<EngineEvent>,
     tts_tx: mpsc::Sender<(SegmentId, String)>,
+    /// Sentences not yet handed to the TTS task (its channel was full). Kept here rather than
+    /// awaited, so the loop never blocks on the TTS task while it waits on us.
+    tts_backlog: VecDeque<(SegmentId, String)>,
+    /// `{"event":"media","streamSid":"…","media":{"payload":"`, built once per call.
+    media_prefix: String,
+    /// When the last message arrived from Twilio.
+    last_inbound: Instant,
+    /// Silence filled into timestamp gaps so far.
+    gap_filled_ms: u64,
     /// Segments up to and including this id are cancelled (−1: none).
     tts_cancelled: Arc<AtomicI64>,
     tts_task: AbortHandle,
@@ -308,6 +328,7 @@ impl CallTask {
         let vad = (engines.vad)();
         let conversation = Conversation::new(setup.conversation, vad)
             .expect("8 kHz to 16 kHz resampling is always supported");
+        let info_stream_sid = start.stream_sid.clone();
         let info = CallInfo {
             call_sid: start.call_sid,
             stream_sid: start.stream_sid,
@@ -326,6 +347,10 @@ impl CallTask {
             events_tx,
             events_rx,
             tts_tx,
+            tts_backlog: VecDeque::new(),
+            media_prefix: protocol::media_prefix(&info_stream_sid),
+            last_inbound: Instant::now(),
+            gap_filled_ms: 0,
             tts_cancelled,
             tts_task,
             brain_tasks: HashMap::new(),
@@ -369,11 +394,14 @@ impl CallTask {
         let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
         checkpoint.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut hangup = false;
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
         loop {
             if self.drain_outputs(&mut socket).await.is_err() {
                 self.stop("socket_error");
                 break;
             }
+            self.feed_tts();
             if let Some(reason) = self.conversation.ended() {
                 // We close the stream only when the agent ended the call; when the caller did,
                 // the socket is already gone.
@@ -382,15 +410,17 @@ impl CallTask {
                 self.end_reason.get_or_insert(reason);
                 break;
             }
+            let dead_after = self.last_inbound + INBOUND_SILENCE_TIMEOUT;
             let wake = self
                 .conversation
                 .poll_timeout()
-                .map(|t| self.epoch + t)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                .map_or(dead_after, |t| (self.epoch + t).min(dead_after));
+            sleep.as_mut().reset(wake);
             tokio::select! {
                 msg = socket.recv() => match msg {
                     Some(Ok(SocketMessage::Text(text))) => self.handle_text(&text),
                     Some(Ok(SocketMessage::Binary(_))) => {
+                        self.last_inbound = Instant::now();
                         self.stats.messages += 1;
                         self.stats.binary_messages += 1;
                     }
@@ -401,9 +431,14 @@ impl CallTask {
                     None => self.stop("caller_hung_up"),
                 },
                 Some(event) = self.events_rx.recv() => self.handle_engine_event(event),
-                _ = sleep_until(wake) => {
-                    let now = self.now();
-                    self.conversation.handle_input(now, Input::Timeout);
+                _ = &mut sleep => {
+                    if Instant::now() >= self.last_inbound + INBOUND_SILENCE_TIMEOUT {
+                        warn!("no message from Twilio for 5 s; the connection is dead");
+                        self.stop("socket_silent");
+                    } else {
+                        let now = self.now();
+                        self.conversation.handle_input(now, Input::Timeout);
+                    }
                 }
                 _ = checkpoint.tick() => self.checkpoint(),
             }
@@ -429,6 +464,7 @@ impl CallTask {
 
     fn handle_text(&mut self, text: &str) {
         self.stats.messages += 1;
+        self.last_inbound = Instant::now();
         let message = match protocol::parse(text) {
             Ok(m) => m,
             Err(e) => {
@@ -485,7 +521,8 @@ impl CallTask {
         let expected_ms = self.conversation.media_ms();
         if media.timestamp_ms > expected_ms + 40 {
             let gap = media.timestamp_ms - expected_ms;
-            if gap <= MAX_GAP_FILL_MS {
+            if gap <= MAX_GAP_FILL_MS && self.gap_filled_ms + gap <= MAX_TOTAL_GAP_FILL_MS {
+                self.gap_filled_ms += gap;
                 self.stats.gap_fill_ms += gap;
                 let silence = [0i16; media::PHONE_FRAME];
                 for _ in 0..gap / 20 {
@@ -533,6 +570,30 @@ impl CallTask {
         self.conversation.handle_input(now, input);
     }
 
+    /// Hands queued sentences to the TTS task as far as its channel has room. Called every loop
+    /// iteration; the TTS task's progress (audio events) wakes the loop.
+    fn feed_tts(&mut self) {
+        while let Some((segment, text)) = self.tts_backlog.pop_front() {
+            match self.tts_tx.try_send((segment, text)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    self.tts_backlog.push_front(item);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed((segment, _))) => {
+                    let now = self.now();
+                    self.conversation.handle_input(
+                        now,
+                        Input::SpeechDone {
+                            segment,
+                            result: Err(EngineError::Unavailable("tts task ended".into())),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
     fn checkpoint(&mut self) {
         if let Some(rec) = self.recorder.as_mut()
             && let Err(e) = rec.checkpoint()
@@ -541,6 +602,9 @@ impl CallTask {
             warn!(error = %e, "recording checkpoint failed");
         }
         self.stt_tasks.retain(|t| !t.is_finished());
+        // Turns whose transcript was empty never reach AskBrain: forget them after a minute.
+        self.endpointed
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
     }
 
     async fn drain_outputs<S: MediaSocket>(&mut self, socket: &mut S) -> Result<(), SocketError> {
@@ -553,20 +617,18 @@ impl CallTask {
                         self.stats.recording_errors += 1;
                         warn!(error = %e, "recording write failed");
                     }
-                    let mut text = String::with_capacity(300);
-                    protocol::write_media(&self.info.stream_sid, &frame.ulaw, &mut text);
-                    socket.send(text).await?;
+                    let mut text = String::with_capacity(self.media_prefix.len() + 220);
+                    protocol::write_media_with_prefix(&self.media_prefix, &frame.ulaw, &mut text);
+                    send(socket, text).await?;
                     self.stats.frames_sent += 1;
                     if let Some((_, at)) = self.awaiting_first_frame.take() {
                         self.hooks.reply_latency(&self.info, at.elapsed());
                     }
                 }
                 Output::Mark(name) => {
-                    socket
-                        .send(protocol::mark(&self.info.stream_sid, &name))
-                        .await?
+                    send(socket, protocol::mark(&self.info.stream_sid, &name)).await?
                 }
-                Output::Clear => socket.send(protocol::clear(&self.info.stream_sid)).await?,
+                Output::Clear => send(socket, protocol::clear(&self.info.stream_sid)).await?,
                 Output::Transcribe {
                     turn,
                     audio,
@@ -577,20 +639,10 @@ impl CallTask {
                 }
                 Output::AskBrain { turn, request } => {
                     self.awaiting_first_frame = self.endpointed.remove(&turn).map(|at| (turn, at));
-                    self.endpointed.retain(|t, _| *t > turn);
                     self.spawn_brain(turn, request)
                 }
                 Output::Synthesize { segment, text } => {
-                    if self.tts_tx.send((segment, text)).await.is_err() {
-                        let now = self.now();
-                        self.conversation.handle_input(
-                            now,
-                            Input::SpeechDone {
-                                segment,
-                                result: Err(EngineError::Unavailable("tts task ended".into())),
-                            },
-                        );
-                    }
+                    self.tts_backlog.push_back((segment, text));
                 }
                 Output::CancelBrain { turn } => {
                     if self.awaiting_first_frame.is_some_and(|(t, _)| t == turn) {
@@ -603,6 +655,7 @@ impl CallTask {
                 Output::CancelSpeech { through } => {
                     // A reply cancelled before its first frame has no latency to report.
                     self.awaiting_first_frame = None;
+                    self.tts_backlog.retain(|(s, _)| *s > through);
                     self.tts_cancelled
                         .fetch_max(i64::from(through.0), Ordering::Relaxed);
                 }
@@ -620,6 +673,9 @@ impl CallTask {
                 }
                 Output::Hangup(reason) => {
                     info!(reason = reason.as_str(), "agent ends the call");
+                    if let agent::conversation::EndReason::Transfer { to } = &reason {
+                        self.hooks.transfer_requested(&self.info, to);
+                    }
                 }
             }
         }
@@ -632,18 +688,17 @@ impl CallTask {
         let tx = self.events_tx.clone();
         let task = tokio::spawn(
             async move {
-                let result = match permits.acquire_owned().await {
-                    Ok(_permit) => {
-                        match timeout(STT_TIMEOUT, stt.transcribe(audio, sample_rate)).await {
-                            Ok(r) => r,
-                            Err(_) => {
-                                Err(EngineError::Unavailable("speech-to-text timed out".into()))
-                            }
-                        }
-                    }
-                    Err(_) => Err(EngineError::Unavailable(
-                        "speech-to-text pool closed".into(),
-                    )),
+                // Waiting for a decoder counts against the timeout too: a turn stuck in the
+                // queue would hold back every later turn of the call.
+                let work = async move {
+                    let _permit = permits.acquire_owned().await.map_err(|_| {
+                        EngineError::Unavailable("speech-to-text pool closed".into())
+                    })?;
+                    stt.transcribe(audio, sample_rate).await
+                };
+                let result = match timeout(STT_TIMEOUT, work).await {
+                    Ok(r) => r,
+                    Err(_) => Err(EngineError::Unavailable("speech-to-text timed out".into())),
                 };
                 let _ = tx.send(EngineEvent::Transcript(turn, result)).await;
             }
@@ -725,6 +780,14 @@ impl CallTask {
               bad_payloads = self.stats.bad_payloads, "call ended");
         self.hooks.call_ended(&self.info, &end);
         end
+    }
+}
+
+/// Sends with a deadline: a peer that stops reading is a dead connection.
+async fn send<S: MediaSocket>(socket: &mut S, text: String) -> Result<(), SocketError> {
+    match timeout(SEND_TIMEOUT, socket.send(text)).await {
+        Ok(r) => r,
+        Err(_) => Err(SocketError("send timed out".into())),
     }
 }
 

@@ -238,12 +238,23 @@ pub fn decode_payload(payload: &str, out: &mut Vec<u8>) -> Result<(), ProtocolEr
     Ok(())
 }
 
+/// The constant start of every outbound `media` message of a stream; build it once per call.
+pub fn media_prefix(stream_sid: &str) -> String {
+    let mut out = String::from(r#"{"event":"media","streamSid":"#);
+    push_json_string(&mut out, stream_sid);
+    out.push_str(r#","media":{"payload":""#);
+    out
+}
+
 /// Writes an outbound `media` message for `ulaw` into `out` (cleared first, capacity reused).
 pub fn write_media(stream_sid: &str, ulaw: &[u8], out: &mut String) {
+    write_media_with_prefix(&media_prefix(stream_sid), ulaw, out);
+}
+
+/// [`write_media`] with the stream's [`media_prefix`] already built.
+pub fn write_media_with_prefix(prefix: &str, ulaw: &[u8], out: &mut String) {
     out.clear();
-    out.push_str(r#"{"event":"media","streamSid":"#);
-    push_json_string(out, stream_sid);
-    out.push_str(r#","media":{"payload":""#);
+    out.push_str(prefix);
     STANDARD.encode_string(ulaw, out);
     out.push_str(r#""}}"#);
 }

@@ -51,6 +51,10 @@ fn url_variants(url: &str) -> Vec<String> {
         (("https://", rest), "443")
     } else if let Some(rest) = url.strip_prefix("http://") {
         (("http://", rest), "80")
+    } else if let Some(rest) = url.strip_prefix("wss://") {
+        (("wss://", rest), "443")
+    } else if let Some(rest) = url.strip_prefix("ws://") {
+        (("ws://", rest), "80")
     } else {
         return out;
     };
@@ -154,6 +158,13 @@ mod tests {
         assert_eq!(
             url_variants("http://127.0.0.1:8080/x"),
             vec!["http://127.0.0.1:8080/x"]
+        );
+        assert_eq!(
+            url_variants("wss://example.com/twilio/media"),
+            vec![
+                "wss://example.com/twilio/media",
+                "wss://example.com:443/twilio/media"
+            ]
         );
         assert_eq!(
             url_variants("https://example.com"),

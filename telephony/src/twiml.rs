@@ -22,8 +22,21 @@ pub fn escape(s: &str) -> String {
 /// `<Connect><Stream>`: a bidirectional Media Stream to `stream_url` (a `wss://` URL without a
 /// query string: Twilio drops query strings from stream URLs, so everything the stream needs to
 /// know travels as `<Parameter>`s and arrives in the `start` message's `customParameters`).
-pub fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
-    let mut xml = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect>"#);
+///
+/// With `action`, Twilio requests that URL when the stream ends and follows the TwiML it gets
+/// (a transfer's `<Dial>`); without it, the call ends with the stream.
+pub fn connect_stream(
+    stream_url: &str,
+    action: Option<&str>,
+    parameters: &[(&str, &str)],
+) -> String {
+    let mut xml = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#);
+    match action {
+        Some(url) => {
+            let _ = write!(xml, r#"<Connect action="{}">"#, escape(url));
+        }
+        None => xml.push_str("<Connect>"),
+    }
     let _ = write!(xml, r#"<Stream url="{}">"#, escape(stream_url));
     for (name, value) in parameters {
         let _ = write!(
@@ -43,6 +56,19 @@ pub fn say_and_hang_up(message: &str) -> String {
         r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say>{}</Say><Hangup/></Response>"#,
         escape(message)
     )
+}
+
+/// Dials a number (a transfer to a human).
+pub fn dial(number: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial>{}</Dial></Response>"#,
+        escape(number)
+    )
+}
+
+/// Ends the call.
+pub fn hang_up() -> String {
+    r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>"#.to_string()
 }
 
 /// An empty response: acknowledges a callback.
@@ -91,10 +117,15 @@ mod tests {
     fn connect_stream_escapes_and_round_trips() {
         let xml = connect_stream(
             "wss://voice.example.com/twilio/media",
+            Some("https://voice.example.com/twilio/connect-action?a=1&b=2"),
             &[("org", "a&b"), ("token", "x\"<y>'")],
         );
         assert!(xml.starts_with("<?xml"));
         assert!(xml.contains(r#"<Parameter name="org" value="a&amp;b"/>"#));
+        assert!(xml.contains(
+            r#"<Connect action="https://voice.example.com/twilio/connect-action?a=1&amp;b=2">"#
+        ));
+        assert!(dial("+1 555 <x>").contains("<Dial>+1 555 &lt;x&gt;</Dial>"));
         assert!(!xml.contains("x\"<y>"));
         let (url, params) = parse_connect_stream(&xml).unwrap();
         assert_eq!(url, "wss://voice.example.com/twilio/media");

@@ -29,7 +29,9 @@ pub struct VoiceWebhook {
 pub struct StatusCallback {
     pub call_sid: String,
     pub call_status: String,
+    pub from: String,
     pub to: String,
+    pub direction: String,
     /// Seconds, present on `completed`.
     pub call_duration: Option<u64>,
 }
@@ -82,7 +84,9 @@ impl StatusCallback {
         Ok(Self {
             call_sid: field(params, "CallSid")?,
             call_status: field(params, "CallStatus")?,
+            from: optional(params, "From"),
             to: optional(params, "To"),
+            direction: optional(params, "Direction"),
             call_duration: optional(params, "CallDuration").parse().ok(),
         })
     }

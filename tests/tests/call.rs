@@ -478,11 +478,23 @@ async fn a_stream_with_a_forged_token_is_refused() {
         .text()
         .await
         .unwrap();
-    let (_, params) = telephony::twiml::parse_connect_stream(&xml).unwrap();
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/twilio/media", server.addr))
-            .await
-            .unwrap();
+    let (stream_url, params) = telephony::twiml::parse_connect_stream(&xml).unwrap();
+    let ws_url = format!("ws://{}/twilio/media", server.addr);
+    // Without Twilio's signature on the opening request, there is no stream at all.
+    match tokio_tungstenite::connect_async(&ws_url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 403)
+        }
+        other => panic!("unsigned stream accepted: {:?}", other.map(|_| ())),
+    }
+    // Signed, but the token belongs to another call.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = ws_url.as_str().into_client_request().unwrap();
+    let stream_sig = telephony::signature::compute(AUTH_TOKEN, &stream_url, &[]);
+    request
+        .headers_mut()
+        .insert("X-Twilio-Signature", stream_sig.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let start = telephony::protocol::Start {
         account_sid: "AC1".into(),
         stream_sid: "MZforged".into(),
@@ -520,5 +532,85 @@ async fn a_stream_with_a_forged_token_is_refused() {
     assert!(closed.is_ok(), "stream not closed");
     assert_eq!(media, 0);
     assert_eq!(server.state.active_calls(), 0);
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A brain that hands every caller to a human.
+#[derive(Debug)]
+struct TransferBrain;
+
+impl agent::engine::Brain for TransferBrain {
+    fn name(&self) -> &str {
+        "transfer-brain"
+    }
+
+    fn respond(
+        &self,
+        _request: agent::engine::BrainRequest,
+    ) -> futures_util::stream::BoxStream<
+        'static,
+        Result<agent::engine::BrainEvent, agent::engine::EngineError>,
+    > {
+        use agent::engine::{Action, BrainEvent};
+        Box::pin(futures_util::stream::iter([
+            Ok(BrainEvent::Text(
+                "Let me put you through to our front desk.".into(),
+            )),
+            Ok(BrainEvent::Action(Action::Transfer {
+                to: "+15550009999".into(),
+            })),
+        ]))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_ends_the_stream_and_twilio_is_told_to_dial() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engines = api::engines::test_engines(&LINES, 2);
+    engines.brain = std::sync::Arc::new(TransferBrain);
+    let server = api::start(config(dir.path(), None, &[]), engines)
+        .await
+        .unwrap();
+    let script = vec![Line::Speak {
+        audio: testsignal::voice(PHONE_RATE, 1_000, 31),
+        start: after(500),
+    }];
+    let report = place_call(&caller(&server), &script).await.expect("call");
+    assert!(
+        report.ended_by_server,
+        "the agent ended the stream to transfer"
+    );
+    // Twilio now asks <Connect action> what to do: dial the front desk, once.
+    let base = base_url(&server);
+    let url = format!("{base}/twilio/connect-action");
+    let (pairs, body) = form(&[("CallSid", &report.call_sid), ("CallStatus", "in-progress")]);
+    let ask = || {
+        let sig = telephony::signature::compute(AUTH_TOKEN, &url, &pairs);
+        reqwest::Client::new()
+            .post(&url)
+            .header("X-Twilio-Signature", sig)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+    };
+    let twiml = ask().await.unwrap().text().await.unwrap();
+    assert!(twiml.contains("<Dial>+15550009999</Dial>"), "{twiml}");
+    let again = ask().await.unwrap().text().await.unwrap();
+    assert!(again.contains("<Hangup/>"), "{again}");
+    server
+        .state
+        .queue()
+        .flush(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let org = OrgId(report.org.as_deref().unwrap().parse().unwrap());
+    let call = server
+        .state
+        .store()
+        .get_call(org, &CallSid(report.call_sid.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call.end_reason.as_deref(), Some("transfer"));
     server.shutdown(Duration::from_secs(5)).await;
 }
