@@ -141,16 +141,16 @@ impl TextToSpeech for ToneTts {
         let rate = self.sample_rate as f32;
         let step = TAU * self.frequency_hz / rate;
         let chunk = (self.sample_rate / 10) as usize;
-        let chunks: Vec<Result<Vec<i16>, EngineError>> = (0..total)
-            .step_by(chunk)
-            .map(|start| {
+        // Chunks are made as they are asked for, like a streaming engine: the first chunk costs
+        // 100 ms of tone, not the whole utterance.
+        stream::iter((0..total).step_by(chunk))
+            .map(move |start| {
                 let end = (start + chunk).min(total);
                 Ok((start..end)
                     .map(|n| ((n as f32 * step).sin() * 8_000.0) as i16)
                     .collect())
             })
-            .collect();
-        stream::iter(chunks).boxed()
+            .boxed()
     }
 }
 

@@ -270,23 +270,23 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
                 }
                 // The caller's next 20 ms.
                 let mut pcm = [0i16; PHONE_FRAME];
-                if let Some((line, pos)) = speaking {
-                    if let Line::Speak { audio, .. } = &script[line] {
-                        let end = (pos + PHONE_FRAME).min(audio.len());
-                        pcm[..end - pos].copy_from_slice(&audio[pos..end]);
-                        if end >= audio.len() {
-                            speaking = None;
-                            line_idx = line + 1;
-                            // Give the agent its turn: quiet time counts from the line's end.
-                            if agent_quiet_since.is_some() {
-                                agent_quiet_since = Some(t);
-                            }
-                            answered = false;
-                            report.line_ends.push(t + Duration::from_millis(20));
-                            report.first_audio_after_line.push(None);
-                        } else {
-                            speaking = Some((line, end));
+                if let Some((line, pos)) = speaking
+                    && let Line::Speak { audio, .. } = &script[line]
+                {
+                    let end = (pos + PHONE_FRAME).min(audio.len());
+                    pcm[..end - pos].copy_from_slice(&audio[pos..end]);
+                    if end >= audio.len() {
+                        speaking = None;
+                        line_idx = line + 1;
+                        // Give the agent its turn: quiet time counts from the line's end.
+                        if agent_quiet_since.is_some() {
+                            agent_quiet_since = Some(t);
                         }
+                        answered = false;
+                        report.line_ends.push(t + Duration::from_millis(20));
+                        report.first_audio_after_line.push(None);
+                    } else {
+                        speaking = Some((line, end));
                     }
                 }
                 for (u, &s) in ulaw.iter_mut().zip(pcm.iter()) {

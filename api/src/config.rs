@@ -40,6 +40,9 @@ pub struct Config {
     /// `VOXANNE_STT_CONCURRENCY`: concurrent speech-to-text decodes across all calls. Default:
     /// the number of cores.
     pub stt_concurrency: usize,
+    /// `VOXANNE_TEST_TRANSCRIPTS`: with the test engines, what the scripted speech-to-text
+    /// "hears", `|`-separated, in order. Default: a short booking call ending in "bye".
+    pub test_transcripts: Option<Vec<String>>,
 }
 
 /// A configuration error, naming the variable.
@@ -118,6 +121,8 @@ impl Config {
             engines,
             max_calls: number("VOXANNE_MAX_CALLS", 100)?,
             stt_concurrency: number("VOXANNE_STT_CONCURRENCY", cores)?,
+            test_transcripts: nonempty("VOXANNE_TEST_TRANSCRIPTS")
+                .map(|v| v.split('|').map(|l| l.trim().to_string()).collect()),
         })
     }
 

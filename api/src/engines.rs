@@ -33,7 +33,13 @@ pub enum EngineSetupError {
 pub fn build(config: &Config) -> Result<CallEngines, EngineSetupError> {
     match config.engines {
         EngineChoice::Embedded => Err(EngineSetupError::EmbeddedNotBuilt),
-        EngineChoice::Test => Ok(test_engines(&DEMO_LINES, config.stt_concurrency)),
+        EngineChoice::Test => {
+            let lines: Vec<&str> = match &config.test_transcripts {
+                Some(lines) => lines.iter().map(String::as_str).collect(),
+                None => DEMO_LINES.to_vec(),
+            };
+            Ok(test_engines(&lines, config.stt_concurrency))
+        }
     }
 }
 

@@ -72,6 +72,7 @@ async fn reply_latency(server: &str) -> anyhow::Result<Vec<(String, f64)>> {
 /// Runs the load and prints a report.
 pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
     let cpu_before = opts.server_pid.and_then(process_cpu_seconds);
+    let own_cpu_before = process_cpu_seconds(std::process::id());
     let began = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..opts.calls {
@@ -136,10 +137,21 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
                 "server-added latency per turn (endpoint decision -> first reply frame sent), from /metrics:"
             );
             for (k, v) in q {
-                println!("  {k} = {:.3} ms", v * 1000.0);
+                if k.ends_with("_count") {
+                    println!("  {k} = {v}");
+                } else {
+                    println!("  {k} = {:.3} ms", v * 1000.0);
+                }
             }
         }
         Err(e) => println!("(cannot read /metrics: {e})"),
+    }
+    if let (Some(a), Some(b)) = (own_cpu_before, process_cpu_seconds(std::process::id())) {
+        println!(
+            "load generator CPU (same machine): {:.2} s = {:.1}% of one core",
+            b - a,
+            (b - a) / wall * 100.0
+        );
     }
     if let Some(cpu) = cpu {
         let concurrent = audio_s / wall;

@@ -101,11 +101,7 @@ async fn main() -> anyhow::Result<()> {
             out,
         } => {
             let server = server_url(server);
-            let public_url = if config.public_url == format!("http://{}", config.addr) {
-                server.clone()
-            } else {
-                config.public_url.clone()
-            };
+            let public_url = public_url_for(&config, &server);
             api::simulate::run(api::simulate::SimulateOptions {
                 server,
                 public_url,
@@ -126,11 +122,7 @@ async fn main() -> anyhow::Result<()> {
             server_pid,
         } => {
             let server = server_url(server);
-            let public_url = if config.public_url == format!("http://{}", config.addr) {
-                server.clone()
-            } else {
-                config.public_url.clone()
-            };
+            let public_url = public_url_for(&config, &server);
             api::load::run(api::load::LoadOptions {
                 server,
                 public_url,
@@ -144,6 +136,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The URL the server believes Twilio reaches it at (what webhooks are signed over): the
+/// configured public URL, or, when none was configured, the address we call it on.
+fn public_url_for(config: &Config, server: &str) -> String {
+    if config.public_url == format!("http://{}", config.addr) {
+        server.to_string()
+    } else {
+        config.public_url.clone()
+    }
 }
 
 async fn shutdown_signal() {

@@ -106,7 +106,7 @@ fn conversation(c: &mut Criterion) {
         conv.handle_input(now, Input::Start);
         // Keep the greeting's single segment fed with audio forever.
         b.iter(|| {
-            if conv.stats().frames_sent % 100 == 0 {
+            if conv.stats().frames_sent.is_multiple_of(100) {
                 conv.handle_input(
                     now,
                     Input::SpeechAudio {

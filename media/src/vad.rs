@@ -168,66 +168,12 @@ mod tests {
         }
     }
 
-    /// Two-pole resonator with unity-ish gain at `freq`, bandwidth `bw` (Hz): one formant.
-    fn formant(x: &[f64], freq: f64, bw: f64) -> Vec<f64> {
-        let fs = f64::from(ENGINE_RATE);
-        let r = (-PI * bw / fs).exp();
-        let a1 = 2.0 * r * (2.0 * PI * freq / fs).cos();
-        let a2 = -r * r;
-        let (mut y1, mut y2) = (0.0, 0.0);
-        x.iter()
-            .map(|&v| {
-                let y = (1.0 - r) * v + a1 * y1 + a2 * y2;
-                (y2, y1) = (y1, y);
-                y
-            })
-            .collect()
-    }
-
-    /// A synthetic sustained /a/: a glottal pulse train (F0 around 120 Hz with 3 Hz vibrato and
-    /// jitter), lip-radiation differentiated, through four formant resonators (700, 1220, 2600,
-    /// 3300 Hz), with a 4 Hz syllable-rate loudness envelope. Peak about −9 dBFS.
+    /// A synthetic voice (see [`crate::testsignal`]) of `len` samples at 16 kHz.
     fn vowel(len: usize, seed: u64) -> Vec<i16> {
-        let fs = f64::from(ENGINE_RATE);
-        let mut noise = Noise(seed);
-        let mut phase = 0.0;
-        let mut previous = 0.0;
-        let source: Vec<f64> = (0..len)
-            .map(|i| {
-                let t = i as f64 / fs;
-                let f0 = 120.0 + 20.0 * (2.0 * PI * 3.0 * t).sin() + 2.0 * noise.next();
-                phase = (phase + f0 / fs) % 1.0;
-                let pulse = if phase < 0.4 {
-                    (PI * phase / 0.4).sin()
-                } else {
-                    0.0
-                };
-                let glottal = pulse + 0.02 * noise.next();
-                let radiated = glottal - previous;
-                previous = glottal;
-                radiated
-            })
-            .collect();
-        let mut voiced = vec![0.0; len];
-        for (freq, bw) in [
-            (700.0, 80.0),
-            (1220.0, 90.0),
-            (2600.0, 120.0),
-            (3300.0, 200.0),
-        ] {
-            for (v, f) in voiced.iter_mut().zip(formant(&source, freq, bw)) {
-                *v += f;
-            }
-        }
-        let peak = voiced.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        voiced
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let envelope = 0.6 + 0.4 * (2.0 * PI * 4.0 * i as f64 / fs).sin();
-                (v / peak * 12_000.0 * envelope) as i16
-            })
-            .collect()
+        let ms = (len as u64 * 1000 / u64::from(ENGINE_RATE)) as u32;
+        let mut v = crate::testsignal::voice(ENGINE_RATE, ms, seed);
+        v.resize(len, 0);
+        v
     }
 
     fn white_noise(len: usize, amplitude: f64, seed: u64) -> Vec<i16> {

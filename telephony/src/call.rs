@@ -183,6 +183,18 @@ pub trait MediaSocket: Send {
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
+impl EngineEvent {
+    fn kind(&self) -> &'static str {
+        match self {
+            EngineEvent::Transcript(..) => "transcript",
+            EngineEvent::BrainText(..) => "brain_text",
+            EngineEvent::BrainDone(..) => "brain_done",
+            EngineEvent::SpeechAudio(..) => "speech_audio",
+            EngineEvent::SpeechDone(..) => "speech_done",
+        }
+    }
+}
+
 /// Results from engine tasks.
 #[derive(Debug)]
 enum EngineEvent {
@@ -548,6 +560,7 @@ impl CallTask {
 
     fn handle_engine_event(&mut self, event: EngineEvent) {
         let now = self.now();
+        debug!(event = event.kind(), "engine event");
         let input = match event {
             EngineEvent::Transcript(turn, result) => Input::Transcript { turn, result },
             EngineEvent::BrainText(turn, text) => Input::BrainText { turn, text },
@@ -621,7 +634,8 @@ impl CallTask {
                     protocol::write_media_with_prefix(&self.media_prefix, &frame.ulaw, &mut text);
                     send(socket, text).await?;
                     self.stats.frames_sent += 1;
-                    if let Some((_, at)) = self.awaiting_first_frame.take() {
+                    if let Some((turn, at)) = self.awaiting_first_frame.take() {
+                        debug!(turn = turn.0, "first reply frame sent");
                         self.hooks.reply_latency(&self.info, at.elapsed());
                     }
                 }
@@ -634,14 +648,17 @@ impl CallTask {
                     audio,
                     sample_rate,
                 } => {
+                    debug!(turn = turn.0, "endpointed; transcribing");
                     self.endpointed.insert(turn, Instant::now());
                     self.spawn_stt(turn, audio, sample_rate)
                 }
                 Output::AskBrain { turn, request } => {
+                    debug!(turn = turn.0, "asking the brain");
                     self.awaiting_first_frame = self.endpointed.remove(&turn).map(|at| (turn, at));
                     self.spawn_brain(turn, request)
                 }
                 Output::Synthesize { segment, text } => {
+                    debug!(segment = segment.0, "synthesizing");
                     self.tts_backlog.push_back((segment, text));
                 }
                 Output::CancelBrain { turn } => {
