@@ -45,9 +45,7 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
             config.data_dir.display()
         )
     })?;
-    let store = Store::open(config.database_url.as_deref(), &config.data_dir)
-        .await
-        .context("cannot open the database")?;
+    let store = open_store_with_retry(&config).await?;
     let default_org = store
         .ensure_default_org()
         .await
@@ -94,6 +92,31 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
         task,
         queue_task,
     })
+}
+
+/// How long `serve` keeps trying to reach the database at start (a database restarting with
+/// the box, or a container starting next to us) before giving up with the error.
+const DATABASE_START_WAIT: Duration = Duration::from_secs(60);
+
+async fn open_store_with_retry(config: &Config) -> anyhow::Result<Store> {
+    let deadline = tokio::time::Instant::now() + DATABASE_START_WAIT;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match Store::open(config.database_url.as_deref(), &config.data_dir).await {
+            Ok(store) => return Ok(store),
+            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database not reachable yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot open the database (tried for {} s)",
+                    DATABASE_START_WAIT.as_secs()
+                )));
+            }
+        }
+    }
 }
 
 impl Server {
