@@ -855,13 +855,19 @@ async fn tts_worker(
                     }
                     out.clear();
                     resampler.process(&samples, &mut out);
-                    if !out.is_empty()
-                        && events
+                    if !out.is_empty() {
+                        if events
                             .send(EngineEvent::SpeechAudio(segment, out.clone()))
                             .await
                             .is_err()
-                    {
-                        return;
+                        {
+                            return;
+                        }
+                        // Let the call task (woken by that send, often on this same worker
+                        // thread) put the audio on the wire now, instead of after this loop has
+                        // filled the channel: a fast engine otherwise delays the first frame by
+                        // the time it takes to make dozens of chunks (measured: ~1.3 ms).
+                        tokio::task::yield_now().await;
                     }
                 }
             }
