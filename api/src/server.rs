@@ -426,66 +426,60 @@ async fn health(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let m = state.metrics();
     let mut out = String::new();
-    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        ));
-    };
-    counter(
-        &mut out,
-        "voxanne_calls_started_total",
-        "Calls whose media stream started.",
-        m.calls_started.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "voxanne_calls_ended_total",
-        "Calls that ended.",
-        m.calls_ended.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "voxanne_calls_rejected_busy_total",
-        "Calls declined at capacity.",
-        m.calls_rejected_busy.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "voxanne_webhooks_forbidden_total",
-        "Webhooks with a bad signature.",
-        m.webhooks_forbidden.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "voxanne_malformed_messages_total",
-        "Media stream messages dropped as malformed.",
-        m.malformed_messages.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "voxanne_frames_in_total",
-        "Caller media frames received.",
-        m.frames_in.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "voxanne_frames_out_total",
-        "Agent media frames sent.",
-        m.frames_out.load(Ordering::Relaxed),
-    );
     let q = state.queue().stats();
-    counter(
-        &mut out,
-        "voxanne_db_writes_spilled_total",
-        "Writes that went to the spill file.",
-        q.spilled,
-    );
-    counter(
-        &mut out,
-        "voxanne_db_writes_dropped_total",
-        "Writes lost because the spill file was full.",
-        q.dropped,
-    );
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let counters = [
+        (
+            "voxanne_calls_started_total",
+            "Calls whose media stream started.",
+            load(&m.calls_started),
+        ),
+        (
+            "voxanne_calls_ended_total",
+            "Calls that ended.",
+            load(&m.calls_ended),
+        ),
+        (
+            "voxanne_calls_rejected_busy_total",
+            "Calls declined at capacity.",
+            load(&m.calls_rejected_busy),
+        ),
+        (
+            "voxanne_webhooks_forbidden_total",
+            "Webhooks and streams with a bad signature.",
+            load(&m.webhooks_forbidden),
+        ),
+        (
+            "voxanne_malformed_messages_total",
+            "Media stream messages dropped as malformed.",
+            load(&m.malformed_messages),
+        ),
+        (
+            "voxanne_frames_in_total",
+            "Caller media frames received.",
+            load(&m.frames_in),
+        ),
+        (
+            "voxanne_frames_out_total",
+            "Agent media frames sent.",
+            load(&m.frames_out),
+        ),
+        (
+            "voxanne_db_writes_spilled_total",
+            "Writes that went to the spill file.",
+            q.spilled,
+        ),
+        (
+            "voxanne_db_writes_dropped_total",
+            "Writes lost because the spill file was full.",
+            q.dropped,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
     out.push_str(&format!(
         "# HELP voxanne_active_calls Calls in progress.\n# TYPE voxanne_active_calls gauge\nvoxanne_active_calls {}\n",
         state.active_calls()
