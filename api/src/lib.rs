@@ -10,6 +10,7 @@ pub mod engines;
 pub mod load;
 pub mod server;
 pub mod simulate;
+pub mod tuning;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -610,8 +610,15 @@ impl CallHooks for ApiHooks {
             );
             let mut conversation = ConversationConfig::default();
             match state.store().get_assistant(org, assistant).await {
-                Ok(Some(a)) if !a.greeting.trim().is_empty() => conversation.greeting = a.greeting,
-                Ok(_) => {}
+                Ok(Some(a)) => {
+                    if !a.greeting.trim().is_empty() {
+                        conversation.greeting = a.greeting;
+                    }
+                    for problem in crate::tuning::apply(&a.settings, &mut conversation) {
+                        warn!(assistant = %assistant, "{problem}");
+                    }
+                }
+                Ok(None) => warn!(assistant = %assistant, "assistant not found; using defaults"),
                 Err(e) => warn!(error = %e, "assistant lookup failed; using the default greeting"),
             }
             let sid = CallSid(start.call_sid.clone());

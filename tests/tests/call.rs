@@ -614,3 +614,65 @@ async fn a_transfer_ends_the_stream_and_twilio_is_told_to_dial() {
     assert_eq!(call.end_reason.as_deref(), Some("transfer"));
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_reaches_its_own_organisation_and_assistant_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Backend::Sqlite).await;
+    let store = server.state.store().clone();
+    let clinic = store.create_org("Smile Dental").await.unwrap();
+    let assistant = store
+        .create_assistant(
+            clinic,
+            &storage::NewAssistant {
+                name: "front desk".into(),
+                greeting: "Smile Dental, how can we help?".into(),
+                voice: "default".into(),
+                transfer_number: None,
+                settings: serde_json::json!({"end_silence_ms": 1200, "barge_in_min_ms": "soon"}),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .assign_number(clinic, assistant, "+15557770000")
+        .await
+        .unwrap();
+    let mut config = caller(&server);
+    config.to = "+15557770000".into();
+    let script = vec![Line::Speak {
+        audio: testsignal::voice(PHONE_RATE, 1_000, 41),
+        start: after(500),
+    }];
+    let report = place_call(&config, &script).await.expect("call");
+    assert_eq!(report.org.as_deref(), Some(clinic.to_string().as_str()));
+    // The configured end-of-turn silence (1200 ms, not the default 700) is in force.
+    let v2v = report.first_audio_after_line[0]
+        .unwrap()
+        .saturating_sub(report.line_ends[0]);
+    assert!(
+        v2v >= Duration::from_millis(1_150) && v2v < Duration::from_millis(2_000),
+        "{v2v:?}"
+    );
+    server
+        .state
+        .queue()
+        .flush(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let sid = CallSid(report.call_sid.clone());
+    let turns = store.list_turns(clinic, &sid).await.unwrap();
+    assert_eq!(turns[0].text, "Smile Dental, how can we help?");
+    assert_eq!(turns[1].latency.endpointing_ms, Some(1_200));
+    // The default organisation sees nothing of this call.
+    let (default_org, _) = store.ensure_default_org().await.unwrap();
+    assert!(store.get_call(default_org, &sid).await.unwrap().is_none());
+    assert!(
+        store
+            .list_turns(default_org, &sid)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}
