@@ -51,10 +51,6 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
         .ensure_default_org()
         .await
         .context("cannot create the default organisation")?;
-    let repaired = repair_recordings(&config.data_dir.join("recordings"));
-    if repaired > 0 {
-        warn!(repaired, "recordings interrupted by a crash were repaired");
-    }
     let (queue, queue_task) = WriteQueue::spawn(
         store.clone(),
         config.data_dir.join("write-queue.spill.jsonl"),
@@ -137,34 +133,40 @@ impl Server {
     }
 }
 
-/// Stores the recordings a crash left in staging (their calls never ended cleanly): each was
-/// repaired above, is moved to permanent storage, and gets its recording row and an end for its
-/// call (`interrupted`; a call that did end keeps its first end, writes being idempotent).
+/// Stores the recordings a crash left in staging (their calls never ended cleanly). Only staged
+/// files can have a stale header: a recording is finalised before it leaves staging, so nothing
+/// else is read at start. Each staged file is repaired, moved to permanent storage, and gets its
+/// recording row and an end for its call (`interrupted`; a call that did end keeps its first end,
+/// writes being idempotent). Returns how many were stored.
 pub async fn recover_staged_recordings(data_dir: &Path, queue: &WriteQueue) -> usize {
-    use storage::{CallSid, LocalRecordingStore, OrgId, RecordingRecord, RecordingStore, WriteOp};
+    use media::recording::{RecordingError, RepairOutcome, repair};
+    use storage::{LocalRecordingStore, RecordingRecord, RecordingStore, WriteOp};
     let store = LocalRecordingStore::in_data_dir(data_dir);
-    let staging = data_dir.join("recordings").join(".staging");
-    let Ok(entries) = std::fs::read_dir(&staging) else {
-        return 0;
+    let staged = match store.list_staged() {
+        Ok(staged) => staged,
+        Err(e) => {
+            warn!(error = %e, "cannot list staged recordings");
+            return 0;
+        }
     };
     let mut recovered = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Some(stem) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".wav"))
-        else {
-            continue;
-        };
-        // Staging files are named `{org uuid}-{CallSid}.wav`.
-        let parsed = (stem.len() > 37)
-            .then(|| (stem[..36].parse::<uuid::Uuid>().ok(), &stem[37..]))
-            .and_then(|(org, sid)| Some((OrgId(org?), CallSid(sid.to_string()))));
-        let Some((org, sid)) = parsed else {
-            warn!(path = %path.display(), "unexpected file in recording staging; left alone");
-            continue;
-        };
+    for (org, sid, path) in staged {
+        let repaired = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(RecordingError::from)
+            .and_then(|mut f| repair(&mut f));
+        match repaired {
+            Ok(RepairOutcome::Repaired { frames }) => {
+                info!(path = %path.display(), frames, "recording cut off by a crash repaired")
+            }
+            Ok(RepairOutcome::AlreadyValid { .. }) => {}
+            Ok(RepairOutcome::NotWav) | Err(_) => {
+                warn!(path = %path.display(), "staged recording is not a readable WAV; left alone");
+                continue;
+            }
+        }
         let (rate, frames) = match hound::WavReader::open(&path) {
             Ok(r) => (r.spec().sample_rate, u64::from(r.duration())),
             Err(e) => {
@@ -199,39 +201,4 @@ pub async fn recover_staged_recordings(data_dir: &Path, queue: &WriteQueue) -> u
         }
     }
     recovered
-}
-
-/// Repairs every WAV under `dir` whose header a crash left stale. Returns how many were fixed.
-pub fn repair_recordings(dir: &Path) -> usize {
-    let mut repaired = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "wav") {
-                let outcome = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(media::recording::RecordingError::from)
-                    .and_then(|mut f| media::recording::repair(&mut f));
-                match outcome {
-                    Ok(media::recording::RepairOutcome::Repaired { frames }) => {
-                        info!(path = %path.display(), frames, "recording repaired");
-                        repaired += 1;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!(path = %path.display(), error = %e, "recording could not be repaired")
-                    }
-                }
-            }
-        }
-    }
-    repaired
 }
