@@ -1,0 +1,12 @@
+//! Embedded offline engines: everything a call needs without a cloud key.
+//!
+//! - [`whisper`]: speech-to-text with Whisper (whisper.cpp), a pool of one-thread decoders.
+//! - [`ct2`] + [`ggml`]: Whisper weights converted from CTranslate2 to ggml in Rust.
+//!
+//! Engines load once per process and are shared by all calls (`Arc`); a call never waits on
+//! a model load.
+
+pub mod ct2;
+pub mod ggml;
+pub mod models;
+pub mod whisper;
