@@ -7,6 +7,9 @@
 //! a model load.
 
 pub mod ct2;
+pub mod espeak;
 pub mod ggml;
 pub mod models;
+pub mod onnx;
+pub mod piper;
 pub mod whisper;
