@@ -157,6 +157,7 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params.iter())
         .finish();
+    engines::models::install_tls_provider();
     let response = reqwest::Client::new()
         .post(format!("{}/twilio/voice", config.server))
         .header("X-Twilio-Signature", sig)

@@ -4,14 +4,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use engines::embedded::{EmbeddedOptions, TtsChoice, VadChoice};
+
 /// Which engines answer calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineChoice {
     /// Test doubles (scripted STT, echo brain, tone TTS): for trying the call flow and for
     /// load tests. Never the default.
     Test,
-    /// The embedded offline engines (Whisper, Piper). Not built yet: selecting them fails with
-    /// a clear error.
+    /// The embedded offline engines (Whisper, Piper, earshot or Silero). The default.
     Embedded,
 }
 
@@ -40,6 +41,21 @@ pub struct Config {
     /// `VOXANNE_STT_CONCURRENCY`: concurrent speech-to-text decodes across all calls. Default:
     /// the number of cores.
     pub stt_concurrency: usize,
+    /// `VOXANNE_MODELS_DIR`: where model files are. Default `<data dir>/models`.
+    pub models_dir: PathBuf,
+    /// `VOXANNE_STT_MODEL`: `base` (default), `tiny.en` (less CPU, less accurate) or the path
+    /// of any whisper.cpp ggml model.
+    pub stt_model: String,
+    /// `VOXANNE_TTS`: `piper` (default) or `festival` (the permissive fallback voice).
+    pub tts: TtsChoice,
+    /// `VOXANNE_PIPER_VOICE`: path of a Piper `.onnx` voice (its `.onnx.json` next to it).
+    /// Default: the fetched `en_US-joe-medium`.
+    pub piper_voice: Option<PathBuf>,
+    /// `VOXANNE_VAD`: `earshot` (default) or `silero` (noisy lines).
+    pub vad: VadChoice,
+    /// `VOXANNE_TTS_CONCURRENCY`: sentences synthesised at once across all calls. Default:
+    /// the number of cores.
+    pub tts_concurrency: usize,
     /// `VOXANNE_TEST_TRANSCRIPTS`: with the test engines, what the scripted speech-to-text
     /// "hears", `|`-separated, in order. Default: a short booking call ending in "bye".
     pub test_transcripts: Option<Vec<String>>,
@@ -112,18 +128,62 @@ impl Config {
             }
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let tts = match nonempty("VOXANNE_TTS").as_deref() {
+            None | Some("piper") => TtsChoice::Piper,
+            Some("festival") => TtsChoice::Festival,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "VOXANNE_TTS",
+                    value: other.into(),
+                    why: "expected `piper` or `festival`".into(),
+                });
+            }
+        };
+        let vad = match nonempty("VOXANNE_VAD").as_deref() {
+            None | Some("earshot") => VadChoice::Earshot,
+            Some("silero") => VadChoice::Silero,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "VOXANNE_VAD",
+                    value: other.into(),
+                    why: "expected `earshot` or `silero`".into(),
+                });
+            }
+        };
+        let data_dir = PathBuf::from(nonempty("VOXANNE_DATA_DIR").unwrap_or_else(|| "data".into()));
         Ok(Self {
             addr,
             public_url,
             auth_token,
             database_url: nonempty("DATABASE_URL"),
-            data_dir: PathBuf::from(nonempty("VOXANNE_DATA_DIR").unwrap_or_else(|| "data".into())),
+            models_dir: nonempty("VOXANNE_MODELS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| models_dir(&data_dir)),
+            data_dir,
             engines,
+            stt_model: nonempty("VOXANNE_STT_MODEL").unwrap_or_else(|| "base".into()),
+            tts,
+            piper_voice: nonempty("VOXANNE_PIPER_VOICE").map(PathBuf::from),
+            vad,
+            tts_concurrency: number("VOXANNE_TTS_CONCURRENCY", cores)?,
             max_calls: number("VOXANNE_MAX_CALLS", 100)?,
             stt_concurrency: number("VOXANNE_STT_CONCURRENCY", cores)?,
             test_transcripts: nonempty("VOXANNE_TEST_TRANSCRIPTS")
                 .map(|v| v.split('|').map(|l| l.trim().to_string()).collect()),
         })
+    }
+
+    /// What the embedded engines should load.
+    pub fn embedded_options(&self) -> EmbeddedOptions {
+        EmbeddedOptions {
+            models_dir: self.models_dir.clone(),
+            stt_model: self.stt_model.clone(),
+            tts: self.tts,
+            piper_voice: self.piper_voice.clone(),
+            vad: self.vad,
+            stt_decoders: self.stt_concurrency,
+            tts_sessions: self.tts_concurrency,
+        }
     }
 
     /// Reads the configuration from the process environment.
@@ -142,6 +202,11 @@ impl Config {
         };
         format!("{ws}/twilio/media")
     }
+}
+
+/// The default models directory for a data directory.
+pub fn models_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("models")
 }
 
 #[cfg(test)]
@@ -165,6 +230,9 @@ mod tests {
         assert_eq!(c.stream_url(), "ws://127.0.0.1:8080/twilio/media");
         assert_eq!(c.engines, EngineChoice::Embedded);
         assert!(c.database_url.is_none());
+        assert_eq!(c.models_dir, PathBuf::from("data/models"));
+        assert_eq!(c.stt_model, "base");
+        assert_eq!((c.tts, c.vad), (TtsChoice::Piper, VadChoice::Earshot));
     }
 
     #[test]
@@ -191,6 +259,10 @@ mod tests {
         assert!(e.to_string().contains("VOXANNE_ADDR"));
         let e = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_ENGINES", "gpt")]).unwrap_err();
         assert!(e.to_string().contains("VOXANNE_ENGINES"));
+        let e = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_TTS", "polly")]).unwrap_err();
+        assert!(e.to_string().contains("VOXANNE_TTS"));
+        let e = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_VAD", "webrtc")]).unwrap_err();
+        assert!(e.to_string().contains("VOXANNE_VAD"));
         let e = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_MAX_CALLS", "0")]).unwrap_err();
         assert!(e.to_string().contains("VOXANNE_MAX_CALLS"));
         let e = config(&[

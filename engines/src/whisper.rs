@@ -149,6 +149,9 @@ impl WhisperStt {
     ) -> Result<Transcript, EngineError> {
         let inner = &self.inner;
         let audio_seconds = audio.len() as f64 / ENGINE_RATE as f64;
+        // The endpointed turn ends with the endpointer's hang-over silence; a cut window full of
+        // silence is where Whisper starts repeating itself.
+        let audio = trim_silence(audio);
         let mut samples: Vec<f32> = audio.iter().map(|&s| s as f32 / 32768.0).collect();
         if samples.len() < MIN_SAMPLES {
             samples.resize(MIN_SAMPLES, 0.0);
@@ -168,6 +171,13 @@ impl WhisperStt {
         params.set_print_realtime(false);
         params.set_print_special(false);
         params.set_print_timestamps(false);
+        // No temperature fallback: with the window cut, a segment whisper.cpp judges
+        // low-confidence would otherwise be re-decoded at five temperatures (a 4 s turn took 16 s
+        // of CPU that way). One greedy pass, and a token budget proportional to the audio
+        // (fast speech is ~4 words, ~6 tokens a second), bound the cost of every turn.
+        params.set_temperature(0.0);
+        params.set_temperature_inc(0.0);
+        params.set_max_tokens(max_tokens(samples.len() as f64 / ENGINE_RATE as f64));
         if inner.options.cut_window {
             let frames = samples
                 .len()
@@ -206,7 +216,7 @@ impl WhisperStt {
                     text.push_str(&s);
                 }
             }
-            let text = clean(&text);
+            let text = collapse_repeats(&clean(&text));
             if silent && is_stock_phrase(&text) {
                 String::new()
             } else {
@@ -223,6 +233,59 @@ impl WhisperStt {
             decode_seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// Cuts leading and trailing silence (20 ms frames more than 40 dB below the loudest frame,
+/// or below -55 dBFS), keeping 200 ms around the speech.
+fn trim_silence(audio: &[i16]) -> &[i16] {
+    const FRAME: usize = ENGINE_RATE as usize / 50;
+    const KEEP: usize = 10;
+    let energy: Vec<f64> = audio
+        .chunks(FRAME)
+        .map(|f| f.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / f.len().max(1) as f64)
+        .collect();
+    let peak = energy.iter().copied().fold(0.0, f64::max);
+    // -55 dBFS in mean square of i16 samples.
+    let floor = (32768.0f64 * 10f64.powf(-55.0 / 20.0)).powi(2);
+    let threshold = (peak * 1e-4).max(floor);
+    let voiced = |e: &f64| *e > threshold;
+    let (Some(first), Some(last)) = (
+        energy.iter().position(voiced),
+        energy.iter().rposition(voiced),
+    ) else {
+        return audio;
+    };
+    let start = first.saturating_sub(KEEP) * FRAME;
+    let end = ((last + 1 + KEEP) * FRAME).min(audio.len());
+    &audio[start..end]
+}
+
+/// Whisper with a cut window sometimes loops ("Tuesday morning would be great. Tuesday
+/// morning would be great. …"). When the words are one phrase repeated, keep it once.
+fn collapse_repeats(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let norm: Vec<String> = words
+        .iter()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .collect();
+    for period in 1..=words.len() / 2 {
+        // Two full repetitions at least, the rest (if any) a prefix of the phrase.
+        if (period..norm.len()).all(|i| norm[i] == norm[i - period]) {
+            if period == 1 && words.len() < 4 {
+                break; // "no no" is speech, not a loop
+            }
+            return words[..period].join(" ");
+        }
+    }
+    text.to_string()
+}
+
+/// Tokens allowed for a segment of this length.
+fn max_tokens(audio_seconds: f64) -> i32 {
+    (16.0 + audio_seconds * 8.0).min(220.0) as i32
 }
 
 /// Trims whitespace and drops non-speech annotations Whisper emits: `[BLANK_AUDIO]`,
@@ -316,6 +379,38 @@ mod tests {
             "Hello, I'd like an appointment."
         );
         assert_eq!(clean("*laughs* Yes."), "Yes.");
+    }
+
+    #[test]
+    fn repeated_phrases_collapse_and_real_repeats_stay() {
+        assert_eq!(
+            collapse_repeats("Tuesday is great. Tuesday is great. Tuesday is great. Tuesday is"),
+            "Tuesday is great."
+        );
+        assert_eq!(collapse_repeats("No, no."), "No, no.");
+        assert_eq!(collapse_repeats("Yes yes yes yes yes"), "Yes");
+        assert_eq!(
+            collapse_repeats("I said Tuesday, Tuesday morning."),
+            "I said Tuesday, Tuesday morning."
+        );
+    }
+
+    #[test]
+    fn silence_is_trimmed_around_speech_but_not_inside() {
+        let mut audio = vec![0i16; 16_000];
+        audio.extend(media::testsignal::voice(ENGINE_RATE, 1_000, 1));
+        audio.extend(vec![0i16; 8_000]);
+        audio.extend(media::testsignal::voice(ENGINE_RATE, 500, 2));
+        audio.extend(vec![0i16; 32_000]);
+        let trimmed = trim_silence(&audio);
+        // 200 ms kept either side of 2 s of content (two voices and the gap between them).
+        let expected = 1_000 + 500 + 500 + 400;
+        let ms = trimmed.len() * 1000 / ENGINE_RATE as usize;
+        assert!(
+            ms.abs_diff(expected) <= 60,
+            "{ms} ms kept, expected ~{expected}"
+        );
+        assert_eq!(trim_silence(&[0i16; 1000]).len(), 1000);
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub async fn start(data_dir: &Path, backend: Backend) -> Server {
 }
 
 pub async fn start_with(config: Config) -> Server {
+    // Tests build reqwest clients of their own; reqwest needs a TLS provider installed.
+    engines::models::install_tls_provider();
     let engines = api::engines::test_engines(&LINES, 2);
     api::start(config, engines).await.expect("server starts")
 }
