@@ -159,8 +159,8 @@ async fn models(action: ModelsAction) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            // ONNX Runtime logs every graph transformation at info.
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn")),
+            // ONNX Runtime and whisper.cpp log every load step at info.
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn,whisper_rs=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -6,6 +6,6 @@ fn main() {
     let spec = r.spec();
     let s: Vec<i16> = r.samples::<i16>().map(|x| x.unwrap()).collect();
     assert_eq!(spec.sample_rate, 16000);
-    let t = stt.transcribe_blocking(&s, None).unwrap();
+    let t = stt.transcribe_blocking(&s).unwrap();
     println!("{t:?}");
 }

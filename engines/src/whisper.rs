@@ -6,10 +6,9 @@
 //! the segment's length plus a margin, instead of Whisper's fixed 30 s — about 7× less work
 //! for a 3 s turn. Decoder states are created at load time and pooled; the call task's
 //! semaphore (`CallEngines::stt_permits`) bounds how many run at once, so calls queue instead
-//! of oversubscribing the cores. Dropping the future aborts the decode at the next check.
+//! of oversubscribing the cores.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Instant;
 
@@ -141,12 +140,8 @@ impl WhisperStt {
         })
     }
 
-    /// Transcribes 16 kHz mono audio on the calling thread. `abort` stops the decode early.
-    pub fn transcribe_blocking(
-        &self,
-        audio: &[i16],
-        abort: Option<Arc<AtomicBool>>,
-    ) -> Result<Transcript, EngineError> {
+    /// Transcribes 16 kHz mono audio on the calling thread.
+    pub fn transcribe_blocking(&self, audio: &[i16]) -> Result<Transcript, EngineError> {
         let inner = &self.inner;
         let audio_seconds = audio.len() as f64 / ENGINE_RATE as f64;
         // The endpointed turn ends with the endpointer's hang-over silence; a cut window full of
@@ -186,9 +181,11 @@ impl WhisperStt {
             let full = inner.ctx.n_audio_ctx().max(1) as usize;
             params.set_audio_ctx(frames.min(full) as i32);
         }
-        if let Some(flag) = abort {
-            params.set_abort_callback_safe(move || flag.load(Ordering::Relaxed));
-        }
+        // No abort callback: whisper-rs 0.16's `set_abort_callback_safe` hands whisper.cpp a
+        // pointer to a boxed trait object but reads it back as the bare closure, so the flag
+        // is read from the wrong address and decodes abort at random ("failed to encode").
+        // A cancelled turn's decode runs to its end instead; the token budget and silence trim
+        // keep that under a second or so.
 
         let state = inner
             .pool
@@ -318,15 +315,6 @@ fn is_stock_phrase(text: &str) -> bool {
         )
 }
 
-/// Cancels the decode when the transcription future is dropped (barge-in, hang-up).
-struct AbortOnDrop(Arc<AtomicBool>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 impl SpeechToText for WhisperStt {
     fn name(&self) -> &str {
         &self.inner.name
@@ -338,17 +326,14 @@ impl SpeechToText for WhisperStt {
         sample_rate: u32,
     ) -> BoxFuture<'static, Result<String, EngineError>> {
         let this = self.clone();
-        let abort = Arc::new(AtomicBool::new(false));
-        let guard = AbortOnDrop(abort.clone());
         async move {
-            let _guard = guard;
             let audio = if sample_rate == ENGINE_RATE {
                 audio
             } else {
                 resample(&audio, sample_rate)?
             };
             let task =
-                tokio::task::spawn_blocking(move || this.transcribe_blocking(&audio, Some(abort)));
+                tokio::task::spawn_blocking(move || this.transcribe_blocking(&audio));
             match task.await {
                 Ok(r) => r.map(|t| t.text),
                 Err(e) => Err(failed("task", e)),
