@@ -160,7 +160,8 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             // ONNX Runtime and whisper.cpp log every load step at info.
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn,whisper_rs=warn")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,ort=warn,whisper_rs=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

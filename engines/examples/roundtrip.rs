@@ -3,9 +3,14 @@
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let models = std::path::Path::new(&a[1]);
-    let tts = engines::piper::PiperTts::load(&models.join("piper/en_US-joe-medium.onnx"), models, 1).unwrap();
-    let decoders: usize = std::env::var("DECODERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let stt = engines::whisper::WhisperStt::load(&models.join("whisper/ggml-base.bin"), engines::whisper::WhisperOptions { decoders, ..Default::default() }).unwrap();
+    let tts =
+        engines::piper::PiperTts::load(&models.join("piper/en_US-joe-medium.onnx"), models, 1)
+            .unwrap();
+    let stt = engines::whisper::WhisperStt::load(
+        &models.join("whisper/ggml-base.bin"),
+        Default::default(),
+    )
+    .unwrap();
     for text in &a[2..] {
         let chunks = tts.synthesize_blocking(text).unwrap();
         let audio: Vec<i16> = chunks.into_iter().flat_map(|c| c.audio).collect();
@@ -13,17 +18,14 @@ fn main() {
         let mut phone = Vec::new();
         down.process(&audio, &mut phone);
         down.flush(&mut phone);
-        let phone: Vec<i16> = phone.iter().map(|&s| media::mulaw::decode(media::mulaw::encode(s))).collect();
+        let phone: Vec<i16> = phone
+            .iter()
+            .map(|&s| media::mulaw::decode(media::mulaw::encode(s)))
+            .collect();
         let mut up = media::resample::Resampler::new(8000, 16000).unwrap();
         let mut wide = Vec::new();
         up.process(&phone, &mut wide);
         up.flush(&mut wide);
-        if std::env::var("THREAD").is_ok() {
-            let stt = stt.clone();
-            let r = std::thread::Builder::new().stack_size(2 << 20).spawn(move || stt.transcribe_blocking(&wide)).unwrap().join().unwrap();
-            println!("thread {r:?}");
-        } else {
-            println!("{:?}", stt.transcribe_blocking(&wide));
-        }
+        println!("{:?}", stt.transcribe_blocking(&wide));
     }
 }

@@ -1,27 +1,31 @@
-fn main() {
-    let a: Vec<String> = std::env::args().collect();
-    let models = std::path::Path::new(&a[1]);
-    let tts =
-        engines::piper::PiperTts::load(&models.join("piper/en_US-joe-medium.onnx"), models, 1)
-            .unwrap();
-    let t = std::time::Instant::now();
-    let chunks = tts.synthesize_blocking(&a[2]).unwrap();
-    let mut w = hound::WavWriter::create(
-        &a[3],
-        hound::WavSpec {
-            channels: 1,
-            sample_rate: 22050,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        },
-    )
-    .unwrap();
+//! Speaks text with a Piper voice into a WAV file:
+//! `cargo run -p engines --example say -- <models dir> "text" out.wav`
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, models, text, out] = &args[..] else {
+        return Err("usage: say <models dir> <text> <out.wav>".into());
+    };
+    let models = std::path::Path::new(models);
+    let voice = engines::models::ModelId::PiperJoe.path(models);
+    let tts = engines::piper::PiperTts::load(&voice, models, 1)?;
+    let chunks = tts.synthesize_blocking(text)?;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: agent::engine::TextToSpeech::sample_rate(&tts),
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(out, spec)?;
     for c in &chunks {
-        println!("chunk {} samples {:.3}s", c.audio.len(), c.synth_seconds);
+        eprintln!(
+            "chunk: {} samples in {:.3} s",
+            c.audio.len(),
+            c.synth_seconds
+        );
         for s in &c.audio {
-            w.write_sample(*s).unwrap();
+            w.write_sample(*s)?;
         }
     }
-    w.finalize().unwrap();
-    println!("total {:?}", t.elapsed());
+    w.finalize()?;
+    Ok(())
 }

@@ -1,11 +1,23 @@
-fn main() {
-    let a: Vec<String> = std::env::args().collect();
-    let stt = engines::whisper::WhisperStt::load(std::path::Path::new(&a[1]), Default::default())
-        .unwrap();
-    let mut r = hound::WavReader::open(&a[2]).unwrap();
-    let spec = r.spec();
-    let s: Vec<i16> = r.samples::<i16>().map(|x| x.unwrap()).collect();
-    assert_eq!(spec.sample_rate, 16000);
-    let t = stt.transcribe_blocking(&s).unwrap();
-    println!("{t:?}");
+//! Transcribes a WAV file (any rate, mono) with Whisper:
+//! `cargo run -p engines --example transcribe -- <ggml model> <file.wav>`
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, model, wav] = &args[..] else {
+        return Err("usage: transcribe <ggml model> <file.wav>".into());
+    };
+    let stt = engines::whisper::WhisperStt::load(std::path::Path::new(model), Default::default())?;
+    let mut reader = hound::WavReader::open(wav)?;
+    let rate = reader.spec().sample_rate;
+    let samples: Vec<i16> = reader.samples::<i16>().collect::<Result<_, _>>()?;
+    let mut wide = Vec::new();
+    let mut up = media::resample::Resampler::new(rate, media::ENGINE_RATE)?;
+    up.process(&samples, &mut wide);
+    up.flush(&mut wide);
+    let t = stt.transcribe_blocking(&wide)?;
+    println!("{}", t.text);
+    eprintln!(
+        "{:.2} s of audio in {:.2} s",
+        t.audio_seconds, t.decode_seconds
+    );
+    Ok(())
 }

@@ -15,6 +15,7 @@ pub mod models;
 pub mod onnx;
 pub mod piper;
 pub mod silero;
+pub mod wer;
 pub mod whisper;
 
 /// Samples in one 20 ms frame at the engine rate (the core's VAD frame).

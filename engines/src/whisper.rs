@@ -332,8 +332,7 @@ impl SpeechToText for WhisperStt {
             } else {
                 resample(&audio, sample_rate)?
             };
-            let task =
-                tokio::task::spawn_blocking(move || this.transcribe_blocking(&audio));
+            let task = tokio::task::spawn_blocking(move || this.transcribe_blocking(&audio));
             match task.await {
                 Ok(r) => r.map(|t| t.text),
                 Err(e) => Err(failed("task", e)),
