@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# The main job on one box: builds voxanne, starts the server, places a simulated Twilio call to
-# it and saves what the caller heard, then keeps serving until Ctrl-C.
-#
-# Until the embedded offline engines land, the server runs with the test engines
-# (VOXANNE_ENGINES=test: scripted transcripts, a tone as the agent's voice). Everything else is
-# the real product: Twilio's protocol, turn-taking, barge-in, recording, the database.
+# The main job on one box: installs the system packages the engines need, builds voxanne,
+# fetches the offline models (Whisper, Piper, ONNX Runtime, Silero; checksummed), starts the
+# server with the embedded engines, places a simulated Twilio call whose caller speaks (Piper
+# voice, over 8 kHz μ-law) and saves what the caller heard, then keeps serving until Ctrl-C.
+# No cloud keys anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+./scripts/deps.sh run
+
 export TWILIO_AUTH_TOKEN="${TWILIO_AUTH_TOKEN:-local-demo-secret}"
-export VOXANNE_ENGINES="${VOXANNE_ENGINES:-test}"
 export VOXANNE_DATA_DIR="${VOXANNE_DATA_DIR:-$PWD/data}"
+export VOXANNE_MODELS_DIR="${VOXANNE_MODELS_DIR:-$HOME/.cache/voxanne/models}"
 export VOXANNE_ADDR="${VOXANNE_ADDR:-127.0.0.1:8080}"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 
 cargo build --release --locked -p api
 bin="$target/release/voxanne"
+"$bin" models fetch
 
 "$bin" serve &
 server=$!
@@ -31,6 +33,6 @@ done
 echo
 echo "Hear it: aplay $VOXANNE_DATA_DIR/simulated-call.call.wav   (left: caller, right: agent)"
 echo "The server keeps running on http://$VOXANNE_ADDR (Ctrl-C to stop); call it again with:"
-echo "  $bin simulate"
+echo "  $bin simulate --say \"I'd like to book a checkup.\" --say \"Bye.\""
 [ "${VOXANNE_DEMO_EXIT:-0}" = 1 ] && exit 0
 wait $server

@@ -1,19 +1,17 @@
 #!/usr/bin/env bash
-# Runs every Voxanne test on a fresh Debian machine: installs what the tests need
-# (PostgreSQL server binaries for the throwaway test clusters), then `cargo test --workspace`.
-# Tests that read ../shared (reference vectors) skip cleanly when it is absent.
+# Runs every Voxanne test on a fresh Debian machine: installs what the tests need (build tools
+# for whisper.cpp, espeak-ng and Festival for speech, PostgreSQL server binaries for throwaway
+# test clusters), fetches the offline models (`voxanne models fetch`, checksummed, into
+# VOXANNE_MODELS_DIR, default ~/.cache/voxanne/models), then `cargo test --workspace`.
+# Tests that read ../shared (reference vectors) skip cleanly when it is absent; tests that need
+# models do not skip: they get them here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    echo "installing: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+./scripts/deps.sh test
+
+export VOXANNE_MODELS_DIR="${VOXANNE_MODELS_DIR:-$HOME/.cache/voxanne/models}"
+cargo run --locked -q -p api -- models fetch
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
