@@ -26,7 +26,18 @@ pub struct LoadOptions {
     pub ramp: Duration,
     /// The server's process id, to measure its CPU time (Linux /proc).
     pub server_pid: Option<u32>,
+    /// What callers say (8 kHz speech, cycled through), for a server with real engines; empty:
+    /// synthetic formant "speech" (for the test engines).
+    pub spoken: Vec<Vec<i16>>,
 }
+
+/// Lines spoken callers say in a load test (no goodbyes: calls last the whole run).
+pub const SPOKEN_LINES: [&str; 4] = [
+    "Hi, I would like to book a cleaning appointment.",
+    "Do you have anything next Tuesday morning?",
+    "Could you move it to Friday afternoon instead?",
+    "What time do you open on Saturday?",
+];
 
 /// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
@@ -40,12 +51,16 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-fn script(duration: Duration, seed: u64) -> Vec<Line> {
+fn script(duration: Duration, seed: u64, spoken: &[Vec<i16>]) -> Vec<Line> {
     // Enough lines to keep talking for the whole run (each exchange takes several seconds).
     let n = (duration.as_secs() / 3).max(1);
     (0..n)
         .map(|i| Line::Speak {
-            audio: testsignal::voice(PHONE_RATE, 1_200, seed * 1000 + i),
+            audio: if spoken.is_empty() {
+                testsignal::voice(PHONE_RATE, 1_200, seed * 1000 + i)
+            } else {
+                spoken[((seed + i) % spoken.len() as u64) as usize].clone()
+            },
             start: LineStart::AfterAgent {
                 pause: Duration::from_millis(300),
             },
@@ -71,6 +86,7 @@ async fn reply_latency(server: &str) -> anyhow::Result<Vec<(String, f64)>> {
 
 /// Runs the load and prints a report.
 pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
+    engines::models::install_tls_provider();
     let cpu_before = opts.server_pid.and_then(process_cpu_seconds);
     let own_cpu_before = process_cpu_seconds(std::process::id());
     let began = Instant::now();
@@ -80,7 +96,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<()> {
         config.public_url = opts.public_url.clone();
         config.max_duration = opts.duration;
         config.from = format!("+1555{:07}", i);
-        let lines = script(opts.duration, i as u64 + 1);
+        let lines = script(opts.duration, i as u64 + 1, &opts.spoken);
         let delay = opts.ramp * i as u32;
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;

@@ -69,6 +69,10 @@ enum Command {
         /// The server's process id, to measure its CPU.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Callers speak real sentences (Piper voice) instead of synthetic tones: for a server
+        /// running the embedded engines.
+        #[arg(long)]
+        spoken: bool,
     },
 }
 
@@ -247,9 +251,27 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             ramp_ms,
             server_pid,
+            spoken,
         } => {
             let server = server_url(server);
             let public_url = public_url_for(&config, &server);
+            let spoken = if spoken {
+                let options = config.embedded_options();
+                tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Vec<i16>>> {
+                    let voice = engines::piper::PiperTts::load(
+                        &options.piper_path(),
+                        &options.models_dir,
+                        1,
+                    )?;
+                    api::load::SPOKEN_LINES
+                        .iter()
+                        .map(|l| api::simulate::speak_8k(&voice, l))
+                        .collect()
+                })
+                .await??
+            } else {
+                Vec::new()
+            };
             api::load::run(api::load::LoadOptions {
                 server,
                 public_url,
@@ -258,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
                 duration: Duration::from_secs(seconds),
                 ramp: Duration::from_millis(ramp_ms),
                 server_pid,
+                spoken,
             })
             .await?;
         }

@@ -42,6 +42,7 @@ fn spawn_server(dir: &Path, port: u16) -> Child {
 }
 
 async fn wait_healthy(port: u16) {
+    engines::models::install_tls_provider();
     for _ in 0..200 {
         if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/health")).await
             && r.status().is_success()

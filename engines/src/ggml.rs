@@ -727,6 +727,214 @@ pub fn tensor_shapes(model: &Model) -> Result<HashMap<String, Vec<usize>>, Conve
 mod tests {
     use super::*;
 
+    /// A tiny fake Whisper in CTranslate2's layout: width 4, 1 + 1 layers, 3 mels, vocab 5.
+    fn tiny_model() -> Model {
+        let d = 4;
+        let mut m = Model {
+            version: 6,
+            spec: "WhisperSpec".into(),
+            revision: 3,
+            ..Model::default()
+        };
+        // Each matrix row r holds f16 values whose bits encode (tag, r): easy to trace.
+        let mut counter = 0u16;
+        let mut put = |m: &mut Model, name: &str, shape: Vec<usize>| {
+            let n: usize = shape.iter().product();
+            let mut data = Vec::with_capacity(n * 2);
+            for _ in 0..n {
+                counter += 1;
+                data.extend_from_slice(&(0x3c00u16 + counter).to_le_bytes());
+            }
+            m.variables.insert(
+                name.into(),
+                Variable {
+                    dtype: DType::F16,
+                    shape,
+                    data,
+                },
+            );
+        };
+        put(&mut m, "encoder/conv1/weight", vec![d, 3, 3]);
+        put(&mut m, "encoder/conv1/bias", vec![d]);
+        put(&mut m, "encoder/conv2/weight", vec![d, d, 3]);
+        put(&mut m, "encoder/conv2/bias", vec![d]);
+        put(&mut m, "encoder/position_encodings/encodings", vec![6, d]);
+        put(&mut m, "encoder/layer_norm/gamma", vec![d]);
+        put(&mut m, "encoder/layer_norm/beta", vec![d]);
+        put(&mut m, "decoder/embeddings/weight", vec![5, d]);
+        put(&mut m, "decoder/position_encodings/encodings", vec![7, d]);
+        put(&mut m, "decoder/layer_norm/gamma", vec![d]);
+        put(&mut m, "decoder/layer_norm/beta", vec![d]);
+        for side in ["encoder", "decoder"] {
+            let l = format!("{side}/layer_0");
+            for ln in ["self_attention/layer_norm", "ffn/layer_norm"] {
+                put(&mut m, &format!("{l}/{ln}/gamma"), vec![d]);
+                put(&mut m, &format!("{l}/{ln}/beta"), vec![d]);
+            }
+            put(
+                &mut m,
+                &format!("{l}/self_attention/linear_0/weight"),
+                vec![3 * d, d],
+            );
+            put(
+                &mut m,
+                &format!("{l}/self_attention/linear_0/bias"),
+                vec![3 * d],
+            );
+            put(
+                &mut m,
+                &format!("{l}/self_attention/linear_1/weight"),
+                vec![d, d],
+            );
+            put(
+                &mut m,
+                &format!("{l}/self_attention/linear_1/bias"),
+                vec![d],
+            );
+            put(&mut m, &format!("{l}/ffn/linear_0/weight"), vec![2 * d, d]);
+            put(&mut m, &format!("{l}/ffn/linear_0/bias"), vec![2 * d]);
+            put(&mut m, &format!("{l}/ffn/linear_1/weight"), vec![d, 2 * d]);
+            put(&mut m, &format!("{l}/ffn/linear_1/bias"), vec![d]);
+        }
+        let l = "decoder/layer_0/attention";
+        put(&mut m, &format!("{l}/layer_norm/gamma"), vec![d]);
+        put(&mut m, &format!("{l}/layer_norm/beta"), vec![d]);
+        put(&mut m, &format!("{l}/linear_0/weight"), vec![d, d]);
+        put(&mut m, &format!("{l}/linear_0/bias"), vec![d]);
+        put(&mut m, &format!("{l}/linear_1/weight"), vec![2 * d, d]);
+        put(&mut m, &format!("{l}/linear_1/bias"), vec![2 * d]);
+        put(&mut m, &format!("{l}/linear_2/weight"), vec![d, d]);
+        put(&mut m, &format!("{l}/linear_2/bias"), vec![d]);
+        for side in ["encoder", "decoder"] {
+            m.variables.insert(
+                format!("{side}/num_heads"),
+                Variable {
+                    dtype: DType::I16,
+                    shape: vec![],
+                    data: 2i16.to_le_bytes().to_vec(),
+                },
+            );
+        }
+        m
+    }
+
+    fn read_i32(b: &[u8], at: &mut usize) -> i32 {
+        let v = i32::from_le_bytes(b[*at..*at + 4].try_into().unwrap());
+        *at += 4;
+        v
+    }
+
+    #[test]
+    fn converts_a_ct2_whisper_to_the_ggml_layout_whisper_cpp_reads() {
+        let model = tiny_model();
+        let mel = MelFilters {
+            n_mels: 3,
+            n_fft: 2,
+            data: vec![0.5; 6],
+        };
+        let vocab = vec![b"a".to_vec(), b"bc".to_vec(), Vec::new()];
+        let mut out = Vec::new();
+        let hp = write_ggml(&model, &mel, &vocab, &mut out).unwrap();
+        assert_eq!(
+            (
+                hp.n_vocab,
+                hp.n_audio_ctx,
+                hp.n_audio_state,
+                hp.n_audio_head
+            ),
+            (5, 6, 4, 2)
+        );
+        assert_eq!(
+            (hp.n_text_ctx, hp.n_text_head, hp.n_text_layer, hp.n_mels),
+            (7, 2, 1, 3)
+        );
+
+        // Header: magic, 10 hyper-parameters, ftype, mel filters, vocab.
+        let mut at = 0;
+        assert_eq!(read_i32(&out, &mut at) as u32, GGML_MAGIC);
+        let header: Vec<i32> = (0..11).map(|_| read_i32(&out, &mut at)).collect();
+        assert_eq!(header, vec![5, 6, 4, 2, 1, 7, 4, 2, 1, 3, 1]);
+        assert_eq!((read_i32(&out, &mut at), read_i32(&out, &mut at)), (3, 2));
+        at += 6 * 4;
+        assert_eq!(read_i32(&out, &mut at), 3);
+        for token in &vocab {
+            assert_eq!(read_i32(&out, &mut at) as usize, token.len());
+            assert_eq!(&out[at..at + token.len()], &token[..]);
+            at += token.len();
+        }
+
+        // Tensors: read them all back.
+        let mut tensors = HashMap::new();
+        while at < out.len() {
+            let n_dims = read_i32(&out, &mut at) as usize;
+            let name_len = read_i32(&out, &mut at) as usize;
+            let ty = read_i32(&out, &mut at);
+            let dims: Vec<usize> = (0..n_dims)
+                .map(|_| read_i32(&out, &mut at) as usize)
+                .collect();
+            let name = String::from_utf8(out[at..at + name_len].to_vec()).unwrap();
+            at += name_len;
+            let n: usize = dims.iter().product();
+            let size = if ty == GGML_F16 { 2 } else { 4 };
+            tensors.insert(name, (dims, ty, out[at..at + n * size].to_vec()));
+            at += n * size;
+        }
+        assert_eq!(at, out.len(), "no trailing bytes");
+        // 7 encoder globals + 4 decoder globals + 15 per encoder layer + 24 per decoder layer.
+        assert_eq!(tensors.len(), 7 + 4 + 15 + 24);
+        assert!(!tensors.contains_key("encoder.blocks.0.attn.key.bias"));
+        assert!(!tensors.contains_key("decoder.blocks.0.cross_attn.key.bias"));
+
+        // Dims are written innermost first; matrices stay f16, vectors become f32.
+        let (dims, ty, _) = &tensors["encoder.conv1.weight"];
+        assert_eq!((dims.clone(), *ty), (vec![3, 3, 4], GGML_F16));
+        let (dims, ty, _) = &tensors["encoder.conv1.bias"];
+        assert_eq!((dims.clone(), *ty), (vec![1, 4], GGML_F32));
+        let (dims, ty, _) = &tensors["decoder.positional_embedding"];
+        assert_eq!((dims.clone(), *ty), (vec![4, 7], GGML_F32));
+
+        // The fused Q|K|V matrix is split by rows: K is rows 4..8, V rows 8..12.
+        let fused = &model.variables["encoder/layer_0/self_attention/linear_0/weight"].data;
+        let row_bytes = 4 * 2;
+        let (_, _, k) = &tensors["encoder.blocks.0.attn.key.weight"];
+        assert_eq!(&k[..], &fused[4 * row_bytes..8 * row_bytes]);
+        let (_, _, v) = &tensors["encoder.blocks.0.attn.value.weight"];
+        assert_eq!(&v[..], &fused[8 * row_bytes..12 * row_bytes]);
+        // …and the value bias (f16 → f32) is the third part of the fused bias.
+        let fused_bias = &model.variables["encoder/layer_0/self_attention/linear_0/bias"].data;
+        let (_, _, vb) = &tensors["encoder.blocks.0.attn.value.bias"];
+        let expected: Vec<u8> = fused_bias[8 * 2..12 * 2]
+            .chunks_exact(2)
+            .flat_map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])).to_le_bytes())
+            .collect();
+        assert_eq!(vb, &expected);
+        // Cross-attention K|V: K the first half, V the second.
+        let kv = &model.variables["decoder/layer_0/attention/linear_1/weight"].data;
+        let (_, _, ck) = &tensors["decoder.blocks.0.cross_attn.key.weight"];
+        assert_eq!(&ck[..], &kv[..4 * row_bytes]);
+        let (_, _, cv) = &tensors["decoder.blocks.0.cross_attn.value.weight"];
+        assert_eq!(&cv[..], &kv[4 * row_bytes..]);
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let mut model = tiny_model();
+        model
+            .variables
+            .remove("decoder/layer_0/attention/linear_2/bias");
+        let mel = MelFilters {
+            n_mels: 3,
+            n_fft: 2,
+            data: vec![0.0; 6],
+        };
+        let err = write_ggml(&model, &mel, &[], &mut Vec::new()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("decoder/layer_0/attention/linear_2/bias"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn f16_conversion_is_exact() {
         assert_eq!(f16_to_f32(0x3c00), 1.0);
