@@ -149,8 +149,9 @@ fn stt_report(label: &str, stt: &WhisperStt, corpora: &[Corpus]) {
             all_words += words;
         }
         println!(
-            "  {label:<22} {:<11} WER {:5.1}%  decode ms p50 {:4.0} p90 {:4.0}  RTF {:.3} (turns incl. 1 s padding)",
+            "  {label:<24} {:<10} {:3} turns WER {:5.1}%  decode ms p50 {:4.0} p90 {:4.0}  RTF {:.3} (turns incl. 1 s padding)",
             corpus.name,
+            corpus.turns.len(),
             100.0 * err as f64 / words.max(1) as f64,
             percentile(&mut decode, 0.5),
             percentile(&mut decode, 0.9),
@@ -158,7 +159,7 @@ fn stt_report(label: &str, stt: &WhisperStt, corpora: &[Corpus]) {
         );
     }
     println!(
-        "  {label:<22} {:<11} WER {:5.1}%  (clear speech: Piper + Festival voices)",
+        "  {label:<24} {:<10}           WER {:5.1}%  (clear speech: Piper + Festival voices)",
         "ALL CLEAR",
         100.0 * all_err as f64 / all_words.max(1) as f64
     );
@@ -274,8 +275,10 @@ fn main() {
     // ---- STT ----
     println!("\n== speech-to-text on phone-channel turns (one thread per decode) ==");
     let mut corpora = Vec::new();
+    // Piper samples its prosody (noise scales), so each line is synthesised twice.
     let joe: Vec<(String, Vec<i16>)> = CALLER_LINES
         .iter()
+        .chain(CALLER_LINES.iter())
         .map(|l| {
             let audio: Vec<i16> = piper
                 .synthesize_blocking(l)
@@ -315,20 +318,27 @@ fn main() {
     }
     let base = ModelId::WhisperBase.path(&models);
     let tiny = ModelId::WhisperTinyEn.path(&models);
-    let configs: Vec<(&str, &Path, bool)> = vec![
-        ("base, cut window", &base, true),
-        ("base, full 30 s window", &base, false),
-        ("tiny.en, cut window", &tiny, true),
+    let configs: Vec<(&str, &Path, bool, usize)> = vec![
+        ("base, cut window +64", &base, true, 64),
+        ("base, cut window +128", &base, true, 128),
+        ("base, cut window +256", &base, true, 256),
+        ("base, full 30 s window", &base, false, 0),
+        ("tiny.en, cut window +64", &tiny, true, 64),
     ];
-    for (label, path, cut) in configs {
+    for (label, path, cut, margin) in configs {
         if !path.is_file() {
             println!("  {label}: model not fetched (voxanne models fetch --all)");
+            continue;
+        }
+        if !cut && std::env::var_os("BENCH_FULL_WINDOW").is_none() {
+            println!("  {label}: skipped (~6 s a turn; set BENCH_FULL_WINDOW=1)");
             continue;
         }
         let stt = WhisperStt::load(
             path,
             WhisperOptions {
                 cut_window: cut,
+                window_margin: margin,
                 ..WhisperOptions::default()
             },
         )

@@ -157,3 +157,55 @@ pub fn load(options: &EmbeddedOptions) -> Result<Embedded, EngineError> {
     };
     Ok(Embedded { stt, tts, vad })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &Path) -> EmbeddedOptions {
+        EmbeddedOptions {
+            models_dir: dir.to_path_buf(),
+            stt_model: "base".into(),
+            tts: TtsChoice::Piper,
+            piper_voice: None,
+            vad: VadChoice::Silero,
+            stt_decoders: 1,
+            tts_sessions: 1,
+        }
+    }
+
+    #[test]
+    fn every_missing_model_is_listed_in_one_error_naming_the_fetch_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        let missing = opts.missing();
+        let ids: Vec<Option<ModelId>> = missing.iter().map(|(_, id)| *id).collect();
+        for id in [
+            ModelId::WhisperBase,
+            ModelId::PiperJoe,
+            ModelId::SileroVad,
+            ModelId::OnnxRuntime,
+        ] {
+            assert!(ids.contains(&Some(id)), "{id} not reported: {missing:?}");
+        }
+        let err = load(&opts).unwrap_err().to_string();
+        assert!(err.contains(FETCH_COMMAND), "{err}");
+        assert!(
+            err.contains("ggml-base.bin") && err.contains("silero_vad.onnx"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_user_model_path_is_used_as_is_and_reported_without_a_model_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.stt_model = "/models/ggml-small.en.bin".into();
+        opts.tts = TtsChoice::Festival;
+        opts.vad = VadChoice::Earshot;
+        assert_eq!(
+            opts.missing(),
+            vec![(PathBuf::from("/models/ggml-small.en.bin"), None)]
+        );
+    }
+}

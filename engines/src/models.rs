@@ -336,7 +336,7 @@ impl Fetcher {
                 Err(e) => {
                     progress.say(&format!("  attempt {attempt} failed: {e}"));
                     last = Some(e);
-                    tokio::time::sleep(std::time::Duration::from_secs(attempt * 2)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(attempt * 500)).await;
                 }
             }
         }

@@ -180,31 +180,8 @@ impl PiperTts {
         })
     }
 
-    /// Phoneme ids for a chunk of clauses, as Piper builds them.
     fn phoneme_ids(&self, clauses: &[Clause]) -> Vec<i64> {
-        let ids = &self.inner.ids;
-        let pad = &ids[&'_'];
-        let mut out = ids[&'^'].clone();
-        out.extend(pad);
-        let mut text = String::new();
-        for (i, c) in clauses.iter().enumerate() {
-            if i > 0 {
-                text.push(' ');
-            }
-            text.push_str(&c.phonemes);
-            if let Some(p) = c.punctuation {
-                text.push(p);
-            }
-        }
-        for ch in text.chars() {
-            // Characters the voice has no id for are skipped, as Piper does.
-            if let Some(v) = ids.get(&ch) {
-                out.extend(v);
-                out.extend(pad);
-            }
-        }
-        out.extend(&ids[&'$']);
-        out
+        phoneme_ids(&self.inner.ids, clauses)
     }
 
     /// Groups a sentence's clauses into chunks of at least [`MIN_CHUNK_WORDS`] words.
@@ -290,6 +267,33 @@ impl PiperTts {
     }
 }
 
+/// Phoneme ids for a chunk of clauses, as Piper builds them: `^`, then each phoneme followed by
+/// the pad `_`, then `$`; each clause's punctuation after it and a space between clauses.
+fn phoneme_ids(ids: &HashMap<char, Vec<i64>>, clauses: &[Clause]) -> Vec<i64> {
+    let pad = &ids[&'_'];
+    let mut out = ids[&'^'].clone();
+    out.extend(pad);
+    let mut text = String::new();
+    for (i, c) in clauses.iter().enumerate() {
+        if i > 0 {
+            text.push(' ');
+        }
+        text.push_str(&c.phonemes);
+        if let Some(p) = c.punctuation {
+            text.push(p);
+        }
+    }
+    for ch in text.chars() {
+        // Characters the voice has no id for are skipped, as Piper does.
+        if let Some(v) = ids.get(&ch) {
+            out.extend(v);
+            out.extend(pad);
+        }
+    }
+    out.extend(&ids[&'$']);
+    out
+}
+
 impl TextToSpeech for PiperTts {
     fn name(&self) -> &str {
         &self.inner.name
@@ -337,5 +341,71 @@ impl TextToSpeech for PiperTts {
             Some((item, (this, text, Some(chunks))))
         })
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clause(phonemes: &str, punctuation: Option<char>, words: usize) -> Clause {
+        Clause {
+            phonemes: phonemes.into(),
+            punctuation,
+            words,
+        }
+    }
+
+    #[test]
+    fn ids_interleave_the_pad_and_keep_punctuation() {
+        let ids: HashMap<char, Vec<i64>> = [
+            ('_', 0),
+            ('^', 1),
+            ('$', 2),
+            (' ', 3),
+            (',', 8),
+            ('.', 10),
+            ('h', 20),
+            ('a', 21),
+            ('ˈ', 120),
+        ]
+        .into_iter()
+        .map(|(c, i)| (c, vec![i]))
+        .collect();
+        let got = phoneme_ids(
+            &ids,
+            &[clause("hˈa", Some(','), 1), clause("a✗h", Some('.'), 1)],
+        );
+        // ^ _ h _ ˈ _ a _ , _ ␠ _ a _ h _ . _ $   (✗ has no id and is skipped)
+        assert_eq!(
+            got,
+            vec![
+                1, 0, 20, 0, 120, 0, 21, 0, 8, 0, 3, 0, 21, 0, 20, 0, 10, 0, 2
+            ]
+        );
+    }
+
+    #[test]
+    fn short_clauses_are_merged_into_chunks_of_three_words() {
+        let chunks = PiperTts::chunks(vec![
+            clause("a", Some(','), 1),
+            clause("b", Some(','), 4),
+            clause("c", Some('.'), 5),
+            clause("d", None, 1),
+        ]);
+        let shape: Vec<Vec<&str>> = chunks
+            .iter()
+            .map(|c| c.iter().map(|c| c.phonemes.as_str()).collect())
+            .collect();
+        // "a," joins "b,"; "c." stands alone; the trailing one-word "d" joins "c.".
+        assert_eq!(shape, vec![vec!["a", "b"], vec!["c", "d"]]);
+        assert!(PiperTts::chunks(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_missing_voice_names_the_fetch_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = PiperTts::load(&dir.path().join("nope.onnx"), dir.path(), 1).unwrap_err();
+        assert!(err.to_string().contains(FETCH_COMMAND), "{err}");
     }
 }
