@@ -246,7 +246,7 @@ fn main() {
     println!("\n== voice activity detection, per 20 ms frame (one thread) ==");
     let voice = media::testsignal::voice(ENGINE_RATE, 4_000, 7);
     let frames: Vec<&[i16]> = voice.chunks_exact(ENGINE_FRAME).collect();
-    let mut time_vad = |name: &str, vad: &mut dyn VoiceDetector| {
+    let time_vad = |name: &str, vad: &mut dyn VoiceDetector| {
         let mut best = f64::MAX;
         for _ in 0..5 {
             let started = Instant::now();
