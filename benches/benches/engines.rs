@@ -2,8 +2,10 @@
 //! phone-channel speech, text-to-speech time to first audio and real-time factor, VAD cost per
 //! frame.
 //!
-//! `cargo bench -p benches --bench engines` (models from `voxanne models fetch`, found in
+//! `cargo bench -p benches --bench engines` (models from `voxanne models fetch --all`, found in
 //! `VOXANNE_MODELS_DIR`, default `~/.cache/voxanne/models`). Not a test: it prints figures.
+//! `BENCH_FULL_WINDOW=1` adds Whisper's full 30 s window (slow); `BENCH_STT_ONLY=<text>` keeps
+//! the speech-to-text configurations whose label contains it.
 //!
 //! Phone channel: the TTS voice's audio → 8 kHz → G.711 μ-law → back → 16 kHz, padded like an
 //! endpointed turn (300 ms before, 700 ms of end-of-turn silence after). Caller voices: Piper
@@ -328,6 +330,11 @@ fn main() {
     for (label, path, cut, margin) in configs {
         if !path.is_file() {
             println!("  {label}: model not fetched (voxanne models fetch --all)");
+            continue;
+        }
+        if let Ok(only) = std::env::var("BENCH_STT_ONLY")
+            && !label.contains(only.as_str())
+        {
             continue;
         }
         if !cut && std::env::var_os("BENCH_FULL_WINDOW").is_none() {
