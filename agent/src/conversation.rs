@@ -83,6 +83,13 @@ pub struct ConversationConfig {
     /// How long after the last frame's play time we wait for Twilio to echo its marks before
     /// assuming the audio was heard. 2 s: Twilio echoes within a frame or two of playback.
     pub mark_grace: Duration,
+    /// Start transcribing a turn once the caller has been silent this long, before the turn is
+    /// known to have ended, so the transcript is ready (or nearly) when it does: the reply no
+    /// longer waits `end_silence_ms` *and then* the decode. If the caller speaks again, that
+    /// early transcript is discarded and the turn is transcribed again later. `None`: off (the
+    /// default here; the server turns it on for real recognisers, whose results depend only on
+    /// the audio — a scripted test recogniser answers in request order).
+    pub early_transcribe_ms: Option<u32>,
 }
 
 impl Default for ConversationConfig {
@@ -98,6 +105,7 @@ impl Default for ConversationConfig {
             max_silence_prompts: 2,
             max_call: Duration::from_secs(15 * 60),
             goodbye: "Thank you for calling. Goodbye.".into(),
+            early_transcribe_ms: None,
             apology: "I'm sorry, I'm having trouble right now. Could you say that again?".into(),
             mark_grace: Duration::from_secs(2),
         }
@@ -237,14 +245,22 @@ pub enum Output {
     Mark(String),
     /// Send `clear`: drop the audio Twilio has buffered.
     Clear,
-    /// Transcribe this caller turn (mono PCM at `sample_rate`).
+    /// Transcribe this caller turn (mono PCM at `sample_rate`). `early`: the turn may not be
+    /// over (see `early_transcribe_ms`); the driver may decline it by answering with an error
+    /// (e.g. no idle decoder), and the turn is then transcribed when it ends.
     Transcribe {
         turn: TurnId,
         audio: Vec<i16>,
         sample_rate: u32,
+        early: bool,
     },
-    /// Ask the brain for a reply.
-    AskBrain { turn: TurnId, request: BrainRequest },
+    /// Ask the brain for a reply. `endpointed_at`: when the caller's turn was found to have
+    /// ended (for reply latency); `None` for a key press.
+    AskBrain {
+        turn: TurnId,
+        request: BrainRequest,
+        endpointed_at: Option<Now>,
+    },
     /// Synthesise this text; deliver audio as [`Input::SpeechAudio`] in request order.
     Synthesize { segment: SegmentId, text: String },
     /// Stop the brain turn; its late results will be ignored anyway.
@@ -272,6 +288,8 @@ pub struct ConversationStats {
     pub stale_marks: u64,
     /// Results that arrived for a turn or segment already cancelled.
     pub stale_results: u64,
+    /// Early transcriptions thrown away because the caller went on speaking.
+    pub early_discarded: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,6 +431,18 @@ struct CallerTurn {
     voiced_ms: u32,
     /// Reached `barge_in_min_ms`: a real turn, not a backchannel.
     confirmed: bool,
+    /// A transcription started during a pause (see `early_transcribe_ms`).
+    early: Option<EarlyTranscript>,
+}
+
+/// A transcription of a caller turn started before the turn ended.
+#[derive(Debug)]
+struct EarlyTranscript {
+    id: TurnId,
+    /// `voiced_ms` when the audio was taken: more voiced audio since makes it stale.
+    voiced_ms: u32,
+    result: Option<Result<String, EngineError>>,
+    arrived_at: Option<Now>,
 }
 
 /// A caller turn handed to STT.
@@ -679,6 +709,58 @@ impl Conversation {
             }
             self.caller_confirmed(now);
         }
+        self.transcribe_early();
+    }
+
+    /// Starts (or discards) the early transcription of the turn in progress.
+    fn transcribe_early(&mut self) {
+        let Some(after_ms) = self.config.early_transcribe_ms else {
+            return;
+        };
+        let agent_audible = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.first_sent_at.is_some());
+        let tail = u64::from(self.config.tail_ms * ENGINE_RATE / 1000);
+        let position = self.endpointer.position();
+        let trailing = self.endpointer.trailing_silence();
+        let Some(turn) = self.caller_turn.as_mut() else {
+            return;
+        };
+        if let Some(early) = &turn.early {
+            if turn.voiced_ms == early.voiced_ms {
+                return;
+            }
+            // The caller spoke again: that transcript misses words. Its result, if still to
+            // come, is counted stale.
+            turn.early = None;
+            self.stats.early_discarded += 1;
+        }
+        let Some((speech_end, silence)) = trailing else {
+            return;
+        };
+        // A short sound while the agent talks may be a backchannel: not worth a decode.
+        if silence < u64::from(after_ms) * u64::from(ENGINE_RATE) / 1000
+            || (!turn.confirmed && agent_audible)
+        {
+            return;
+        }
+        let excess = position.saturating_sub(speech_end + tail) as usize;
+        let audio = turn.audio[..turn.audio.len().saturating_sub(excess)].to_vec();
+        let id = TurnId(self.next_turn);
+        self.next_turn += 1;
+        turn.early = Some(EarlyTranscript {
+            id,
+            voiced_ms: turn.voiced_ms,
+            result: None,
+            arrived_at: None,
+        });
+        self.outputs.push_back(Output::Transcribe {
+            turn: id,
+            audio,
+            sample_rate: ENGINE_RATE,
+            early: true,
+        });
     }
 
     fn caller_started(&mut self, start: u64) {
@@ -692,6 +774,7 @@ impl Conversation {
             audio,
             voiced_ms: (speech as u64 * 1000 / u64::from(ENGINE_RATE)) as u32,
             confirmed: false,
+            early: None,
         });
         self.idle_since = None;
     }
@@ -729,35 +812,62 @@ impl Conversation {
         let excess = position.saturating_sub(end + tail) as usize;
         let keep = turn.audio.len().saturating_sub(excess);
         turn.audio.truncate(keep);
+        let endpointing_ms = ((position - end) * 1000 / u64::from(ENGINE_RATE)) as u32;
+        let mut pending = PendingTranscript {
+            start_ms: start * 1000 / u64::from(ENGINE_RATE),
+            end_ms: end * 1000 / u64::from(ENGINE_RATE),
+            endpointed_at: now,
+            endpointing_ms,
+            result: None,
+            arrived_at: None,
+        };
+        let usable = |e: &EarlyTranscript| {
+            e.voiced_ms == turn.voiced_ms && !matches!(e.result, Some(Err(_)))
+        };
+        if let Some(early) = turn.early.take().filter(usable) {
+            // Transcribed during the pause that turned out to end the turn.
+            pending.result = early.result;
+            pending.arrived_at = early.arrived_at;
+            self.pending.insert(early.id, pending);
+            self.answer_in_order(now);
+            return;
+        }
         let id = TurnId(self.next_turn);
         self.next_turn += 1;
-        let endpointing_ms = ((position - end) * 1000 / u64::from(ENGINE_RATE)) as u32;
-        self.pending.insert(
-            id,
-            PendingTranscript {
-                start_ms: start * 1000 / u64::from(ENGINE_RATE),
-                end_ms: end * 1000 / u64::from(ENGINE_RATE),
-                endpointed_at: now,
-                endpointing_ms,
-                result: None,
-                arrived_at: None,
-            },
-        );
+        self.pending.insert(id, pending);
         self.outputs.push_back(Output::Transcribe {
             turn: id,
             audio: turn.audio,
             sample_rate: ENGINE_RATE,
+            early: false,
         });
     }
 
     fn handle_transcript(&mut self, now: Now, turn: TurnId, result: Result<String, EngineError>) {
+        if let Some(early) = self
+            .caller_turn
+            .as_mut()
+            .and_then(|t| t.early.as_mut())
+            .filter(|e| e.id == turn)
+        {
+            // Early: kept until the turn ends (or discarded if the caller goes on). A failed or
+            // declined early transcript is not retried for the same audio; the turn is
+            // transcribed normally when it ends.
+            early.result = Some(result);
+            early.arrived_at = Some(now);
+            return;
+        }
         let Some(p) = self.pending.get_mut(&turn) else {
             self.stats.stale_results += 1;
             return;
         };
         p.result = Some(result);
         p.arrived_at = Some(now);
-        // Answer transcripts in the order the caller spoke them.
+        self.answer_in_order(now);
+    }
+
+    /// Answers finished transcripts in the order the caller spoke them.
+    fn answer_in_order(&mut self, now: Now) {
         while let Some(entry) = self.pending.first_entry() {
             if entry.get().result.is_none() {
                 break;
@@ -849,8 +959,11 @@ impl Conversation {
         });
         self.agent = Some(agent);
         self.idle_since = None;
-        self.outputs
-            .push_back(Output::AskBrain { turn: id, request });
+        self.outputs.push_back(Output::AskBrain {
+            turn: id,
+            request,
+            endpointed_at: answers.map(|(at, _, _)| at),
+        });
     }
 
     fn handle_dtmf(&mut self, now: Now, digit: char) {
@@ -878,8 +991,11 @@ impl Conversation {
         });
         self.agent = Some(AgentTurn::new(AgentKind::Reply, Some(id), now));
         self.idle_since = None;
-        self.outputs
-            .push_back(Output::AskBrain { turn: id, request });
+        self.outputs.push_back(Output::AskBrain {
+            turn: id,
+            request,
+            endpointed_at: None,
+        });
     }
 
     fn handle_brain_text(&mut self, now: Now, turn: TurnId, text: String) {

@@ -65,6 +65,9 @@ struct Sim {
     events: Vec<CallEvent>,
     asked: Vec<BrainRequest>,
     transcribed: Vec<(TurnId, usize)>,
+    /// Early transcriptions declined (when `decline_early`).
+    declined: Vec<(TurnId, usize)>,
+    decline_early: bool,
     cancels: Vec<Output>,
     hangup: Option<(Now, EndReason)>,
 }
@@ -101,6 +104,8 @@ impl Sim {
             events: Vec::new(),
             asked: Vec::new(),
             transcribed: Vec::new(),
+            declined: Vec::new(),
+            decline_early: false,
             cancels: Vec::new(),
             hangup: None,
         }
@@ -235,12 +240,22 @@ impl Sim {
                         }
                     }
                 }
+                Output::Transcribe {
+                    turn, audio, early, ..
+                } if early && self.decline_early => {
+                    // A driver with no idle decoder declines speculative work.
+                    self.declined.push((turn, audio.len()));
+                    self.schedule(
+                        now,
+                        Due::Transcript(turn, Err(EngineError::Unavailable("busy".into()))),
+                    );
+                }
                 Output::Transcribe { turn, audio, .. } => {
                     self.transcribed.push((turn, audio.len()));
                     let text = self.transcripts.pop_front().unwrap_or_default();
                     self.schedule(now + self.stt_delay, Due::Transcript(turn, Ok(text)));
                 }
-                Output::AskBrain { turn, request } => {
+                Output::AskBrain { turn, request, .. } => {
                     let events = (self.brain)(&request);
                     self.asked.push(request);
                     let mut t = now + self.brain_delay;
@@ -809,4 +824,118 @@ fn noise_that_abandons_a_reply_does_not_lose_the_question() {
         "You said what are your hours. Anything else?"
     );
     assert!(sim.events_of("silence_prompt").is_empty());
+}
+
+fn early_config() -> ConversationConfig {
+    ConversationConfig {
+        early_transcribe_ms: Some(250),
+        ..config()
+    }
+}
+
+#[test]
+fn early_transcription_starts_in_the_pause_so_the_reply_does_not_wait_for_the_decode() {
+    let mut sim = Sim::new(early_config());
+    sim.transcripts.push_back("I need a cleaning".into());
+    sim.start();
+    sim.say(2_000, 3_000);
+    sim.run_until(12_000);
+    // One decode, of the same audio the endpointed turn would have sent.
+    assert_eq!(sim.transcribed.len(), 1);
+    let (_, len) = sim.transcribed[0];
+    let expected = (1_000 + 300 + 200) * 16;
+    assert!(
+        (len as i64 - expected as i64).abs() <= 3 * 320,
+        "stt audio {len} vs {expected}"
+    );
+    assert_eq!(
+        sim.asked[0].input,
+        CallerInput::Speech("I need a cleaning".into())
+    );
+    let caller = sim.caller_turns();
+    assert_eq!(caller[0].text, "I need a cleaning");
+    // The transcript (150 ms after the 250 ms mark) was ready before the 700 ms endpoint.
+    assert_eq!(caller[0].latency.endpointing_ms, Some(700));
+    assert_eq!(caller[0].latency.stt_ms, Some(0));
+    let reply = sim.agent_turns()[1];
+    assert_eq!(reply.text, "You said I need a cleaning. Anything else?");
+    // Voice to voice: endpointing + brain + tts; the decode is hidden in the pause.
+    assert_eq!(reply.latency.voice_to_voice_ms, Some(700 + 200 + 100));
+}
+
+#[test]
+fn a_slow_early_transcript_is_waited_for_not_requested_twice() {
+    let mut sim = Sim::new(early_config());
+    sim.stt_delay = ms(900);
+    sim.transcripts.push_back("I need a cleaning".into());
+    sim.start();
+    sim.say(2_000, 3_000);
+    sim.run_until(12_000);
+    assert_eq!(sim.transcribed.len(), 1);
+    let caller = sim.caller_turns();
+    // Asked at ~3.25 s, answered 900 ms later, 450 ms after the endpoint at ~3.7 s.
+    let stt = caller[0].latency.stt_ms.unwrap();
+    assert!((430..=470).contains(&stt), "{stt}");
+    assert_eq!(sim.asked.len(), 1);
+}
+
+#[test]
+fn a_caller_who_pauses_and_goes_on_is_transcribed_again_whole() {
+    let mut sim = Sim::new(early_config());
+    // The first decode covers only the words before the pause; the second all of them.
+    sim.transcripts.push_back("I would like".into());
+    sim.transcripts
+        .push_back("I would like to book a cleaning".into());
+    sim.start();
+    // A 400 ms pause: long enough for an early decode, too short to end the turn.
+    sim.say(2_000, 2_800);
+    sim.say(3_200, 4_200);
+    sim.run_until(14_000);
+    assert_eq!(sim.transcribed.len(), 2, "{:?}", sim.transcribed);
+    let (_, first) = sim.transcribed[0];
+    let (_, second) = sim.transcribed[1];
+    assert!(second > first + 1_000 * 16, "{first} then {second}");
+    // Only the whole turn is answered; the partial one is discarded when it comes back.
+    assert_eq!(sim.asked.len(), 1);
+    assert_eq!(
+        sim.asked[0].input,
+        CallerInput::Speech("I would like to book a cleaning".into())
+    );
+    let caller = sim.caller_turns();
+    assert_eq!(caller.len(), 1);
+    assert_eq!(caller[0].text, "I would like to book a cleaning");
+    assert_eq!(sim.conv.stats().early_discarded, 1);
+}
+
+#[test]
+fn no_early_decode_for_a_backchannel_while_the_agent_talks() {
+    let mut sim = Sim::new(early_config());
+    sim.start();
+    // "mm-hm" (200 ms) in the middle of the greeting.
+    sim.say(600, 800);
+    sim.run_until(6_000);
+    assert!(sim.transcribed.is_empty(), "{:?}", sim.transcribed);
+    assert_eq!(sim.conv.stats().backchannels, 1);
+}
+
+#[test]
+fn a_declined_early_transcription_falls_back_to_transcribing_at_the_end_of_the_turn() {
+    let mut sim = Sim::new(early_config());
+    sim.decline_early = true;
+    sim.transcripts.push_back("I need a cleaning".into());
+    sim.start();
+    sim.say(2_000, 3_000);
+    sim.run_until(12_000);
+    // Asked once during the pause (declined, and not asked again for the same audio), then
+    // once at the endpoint, which is answered as usual.
+    assert_eq!(sim.declined.len(), 1);
+    assert_eq!(sim.transcribed.len(), 1);
+    let caller = sim.caller_turns();
+    assert_eq!(caller[0].text, "I need a cleaning");
+    assert_eq!(caller[0].latency.stt_ms, Some(150));
+    assert!(
+        sim.events_of("error").is_empty(),
+        "a declined early decode is not an error"
+    );
+    assert_eq!(sim.asked.len(), 1);
 }

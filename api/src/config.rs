@@ -56,6 +56,11 @@ pub struct Config {
     /// `VOXANNE_TTS_CONCURRENCY`: sentences synthesised at once across all calls. Default:
     /// the number of cores.
     pub tts_concurrency: usize,
+    /// `VOXANNE_EARLY_TRANSCRIBE_MS`: start transcribing after this much caller silence,
+    /// before the turn has ended (0: off). Default 250 with the embedded engines (the reply
+    /// no longer waits for the decode after the 700 ms end-of-turn silence); off with the test
+    /// engines, whose scripted transcripts come in request order.
+    pub early_transcribe_ms: Option<u32>,
     /// `VOXANNE_TEST_TRANSCRIPTS`: with the test engines, what the scripted speech-to-text
     /// "hears", `|`-separated, in order. Default: a short booking call ending in "bye".
     pub test_transcripts: Option<Vec<String>>,
@@ -166,6 +171,21 @@ impl Config {
             piper_voice: nonempty("VOXANNE_PIPER_VOICE").map(PathBuf::from),
             vad,
             tts_concurrency: number("VOXANNE_TTS_CONCURRENCY", cores)?,
+            early_transcribe_ms: match nonempty("VOXANNE_EARLY_TRANSCRIBE_MS") {
+                None if engines == EngineChoice::Embedded => Some(250),
+                None => None,
+                Some(v) => match v.parse::<u32>() {
+                    Ok(0) => None,
+                    Ok(n) if n <= 3000 => Some(n),
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            name: "VOXANNE_EARLY_TRANSCRIBE_MS",
+                            value: v,
+                            why: "expected milliseconds, 0 (off) to 3000".into(),
+                        });
+                    }
+                },
+            },
             max_calls: number("VOXANNE_MAX_CALLS", 100)?,
             stt_concurrency: number("VOXANNE_STT_CONCURRENCY", cores)?,
             test_transcripts: nonempty("VOXANNE_TEST_TRANSCRIPTS")
@@ -233,6 +253,9 @@ mod tests {
         assert_eq!(c.models_dir, PathBuf::from("data/models"));
         assert_eq!(c.stt_model, "base");
         assert_eq!((c.tts, c.vad), (TtsChoice::Piper, VadChoice::Earshot));
+        assert_eq!(c.early_transcribe_ms, Some(250));
+        let t = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_ENGINES", "test")]).unwrap();
+        assert_eq!(t.early_transcribe_ms, None);
     }
 
     #[test]

@@ -608,7 +608,10 @@ impl CallHooks for ApiHooks {
                     .parse()
                     .map_err(|_| Rejected("bad assistant".into()))?,
             );
-            let mut conversation = ConversationConfig::default();
+            let mut conversation = ConversationConfig {
+                early_transcribe_ms: state.config().early_transcribe_ms,
+                ..ConversationConfig::default()
+            };
             match state.store().get_assistant(org, assistant).await {
                 Ok(Some(a)) => {
                     if !a.greeting.trim().is_empty() {

@@ -29,6 +29,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "caller silence before \"are you still there?\", 3..=120",
     ),
     ("max_silence_prompts", "prompts before goodbye, 0..=10"),
+    (
+        "early_transcribe_ms",
+        "caller silence before a speculative transcription, 0 (off)..=3000",
+    ),
     ("max_call_s", "longest call, 30..=7200"),
     ("silence_prompt", "text"),
     ("goodbye", "text"),
@@ -62,6 +66,9 @@ pub fn apply(settings: &serde_json::Value, config: &mut ConversationConfig) -> V
                 .is_some(),
             "silence_timeout_s" => number(3.0, 120.0)
                 .map(|v| config.silence_timeout = Duration::from_secs_f64(v))
+                .is_some(),
+            "early_transcribe_ms" => number(0.0, 3000.0)
+                .map(|v| config.early_transcribe_ms = (v >= 1.0).then_some(v as u32))
                 .is_some(),
             "max_silence_prompts" => number(0.0, 10.0)
                 .map(|v| config.max_silence_prompts = v as u32)

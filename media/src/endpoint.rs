@@ -114,6 +114,18 @@ impl Endpointer {
         }
     }
 
+    /// In a turn: where its last speech frame ended and the silence since (samples).
+    pub fn trailing_silence(&self) -> Option<(u64, u64)> {
+        match self.state {
+            State::Speech {
+                last_speech_end,
+                silence_run,
+                ..
+            } => Some((last_speech_end, silence_run)),
+            State::Silence { .. } => None,
+        }
+    }
+
     /// Forgets any turn in progress (keeps the media clock running).
     pub fn reset_turn(&mut self) {
         self.state = State::Silence {

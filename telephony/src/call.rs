@@ -309,11 +309,9 @@ struct CallTask {
     pcm: Vec<i16>,
     last_chunk: u64,
     end_reason: Option<String>,
-    /// When each caller turn was endpointed (Transcribe emitted), until its reply is asked for.
-    endpointed: HashMap<TurnId, Instant>,
     /// The reply being prepared and when its caller turn was endpointed: the next frame sent
     /// is its first.
-    awaiting_first_frame: Option<(TurnId, Instant)>,
+    awaiting_first_frame: Option<(TurnId, Duration)>,
 }
 
 impl CallTask {
@@ -371,7 +369,6 @@ impl CallTask {
             pcm: Vec::with_capacity(protocol::MAX_PAYLOAD_BYTES),
             last_chunk: 0,
             end_reason: None,
-            endpointed: HashMap::new(),
             awaiting_first_frame: None,
         }
     }
@@ -615,9 +612,6 @@ impl CallTask {
             warn!(error = %e, "recording checkpoint failed");
         }
         self.stt_tasks.retain(|t| !t.is_finished());
-        // Turns whose transcript was empty never reach AskBrain: forget them after a minute.
-        self.endpointed
-            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
     }
 
     async fn drain_outputs<S: MediaSocket>(&mut self, socket: &mut S) -> Result<(), SocketError> {
@@ -636,7 +630,8 @@ impl CallTask {
                     self.stats.frames_sent += 1;
                     if let Some((turn, at)) = self.awaiting_first_frame.take() {
                         debug!(turn = turn.0, "first reply frame sent");
-                        self.hooks.reply_latency(&self.info, at.elapsed());
+                        self.hooks
+                            .reply_latency(&self.info, self.now().saturating_sub(at));
                     }
                 }
                 Output::Mark(name) => {
@@ -647,14 +642,18 @@ impl CallTask {
                     turn,
                     audio,
                     sample_rate,
+                    early,
                 } => {
-                    debug!(turn = turn.0, "endpointed; transcribing");
-                    self.endpointed.insert(turn, Instant::now());
-                    self.spawn_stt(turn, audio, sample_rate)
+                    debug!(turn = turn.0, early, "transcribing");
+                    self.spawn_stt(turn, audio, sample_rate, early)
                 }
-                Output::AskBrain { turn, request } => {
+                Output::AskBrain {
+                    turn,
+                    request,
+                    endpointed_at,
+                } => {
                     debug!(turn = turn.0, "asking the brain");
-                    self.awaiting_first_frame = self.endpointed.remove(&turn).map(|at| (turn, at));
+                    self.awaiting_first_frame = endpointed_at.map(|at| (turn, at));
                     self.spawn_brain(turn, request)
                 }
                 Output::Synthesize { segment, text } => {
@@ -699,7 +698,7 @@ impl CallTask {
         Ok(())
     }
 
-    fn spawn_stt(&mut self, turn: TurnId, audio: Vec<i16>, sample_rate: u32) {
+    fn spawn_stt(&mut self, turn: TurnId, audio: Vec<i16>, sample_rate: u32, early: bool) {
         let stt = self.engines.stt.clone();
         let permits = self.engines.stt_permits.clone();
         let tx = self.events_tx.clone();
@@ -708,9 +707,18 @@ impl CallTask {
                 // Waiting for a decoder counts against the timeout too: a turn stuck in the
                 // queue would hold back every later turn of the call.
                 let work = async move {
-                    let _permit = permits.acquire_owned().await.map_err(|_| {
-                        EngineError::Unavailable("speech-to-text pool closed".into())
-                    })?;
+                    let _permit = if early {
+                        // Speculative work only runs on an idle decoder: it must never make a
+                        // finished turn (this call's or another's) wait. Declined, the turn is
+                        // transcribed when it ends.
+                        permits.try_acquire_owned().map_err(|_| {
+                            EngineError::Unavailable("no idle decoder for an early decode".into())
+                        })?
+                    } else {
+                        permits.acquire_owned().await.map_err(|_| {
+                            EngineError::Unavailable("speech-to-text pool closed".into())
+                        })?
+                    };
                     stt.transcribe(audio, sample_rate).await
                 };
                 let result = match timeout(STT_TIMEOUT, work).await {
