@@ -801,8 +801,10 @@ impl CallTask {
             recording,
             stats: self.stats,
         };
+        let core = self.conversation.stats();
         info!(reason = %end.reason, media_ms = end.media_ms, malformed = self.stats.malformed,
-              bad_payloads = self.stats.bad_payloads, "call ended");
+              bad_payloads = self.stats.bad_payloads, barge_ins = core.barge_ins,
+              underruns = core.underruns, early_discarded = core.early_discarded, "call ended");
         self.hooks.call_ended(&self.info, &end);
         end
     }
