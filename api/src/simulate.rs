@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use media::resample::Resampler;
+use media::resample::resample;
 use media::{PHONE_RATE, testsignal};
 use storage::{CallSid, OrgId, Store};
 
@@ -48,13 +48,8 @@ pub fn speak_8k(voice: &engines::piper::PiperTts, text: &str) -> anyhow::Result<
     let chunks = voice
         .synthesize_blocking(text)
         .with_context(|| format!("cannot synthesise {text:?}"))?;
-    let mut resampler = Resampler::new(voice.sample_rate(), PHONE_RATE)?;
-    let mut out = Vec::new();
-    for chunk in chunks {
-        resampler.process(&chunk.audio, &mut out);
-    }
-    resampler.flush(&mut out);
-    Ok(out)
+    let audio: Vec<i16> = chunks.into_iter().flat_map(|c| c.audio).collect();
+    Ok(resample(&audio, voice.sample_rate(), PHONE_RATE)?)
 }
 
 /// Reads a WAV (any rate, first channel) as 8 kHz PCM.
@@ -86,17 +81,13 @@ pub fn read_wav_8k(path: &Path) -> anyhow::Result<Vec<i16>> {
     if spec.sample_rate == PHONE_RATE {
         return Ok(samples);
     }
-    let mut resampler = Resampler::new(spec.sample_rate, PHONE_RATE).with_context(|| {
+    resample(&samples, spec.sample_rate, PHONE_RATE).with_context(|| {
         format!(
             "{}: cannot resample from {} Hz",
             path.display(),
             spec.sample_rate
         )
-    })?;
-    let mut out = Vec::new();
-    resampler.process(&samples, &mut out);
-    resampler.flush(&mut out);
-    Ok(out)
+    })
 }
 
 /// The built-in caller: three synthetic utterances; the last interrupts the agent.

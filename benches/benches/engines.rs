@@ -23,7 +23,6 @@ use engines::piper::PiperTts;
 use engines::silero::SileroModel;
 use engines::wer::errors;
 use engines::whisper::{WhisperOptions, WhisperStt};
-use media::resample::Resampler;
 use media::vad::{EarshotVad, VoiceDetector};
 use media::{ENGINE_FRAME, ENGINE_RATE, PHONE_RATE, mulaw};
 
@@ -75,11 +74,7 @@ fn models_dir() -> PathBuf {
 }
 
 fn resample(audio: &[i16], from: u32, to: u32) -> Vec<i16> {
-    let mut r = Resampler::new(from, to).expect("resampler");
-    let mut out = Vec::new();
-    r.process(audio, &mut out);
-    r.flush(&mut out);
-    out
+    media::resample::resample(audio, from, to).expect("resampler")
 }
 
 /// Voice audio at `rate` → the phone channel → a 16 kHz endpointed turn.

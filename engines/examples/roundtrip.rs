@@ -14,18 +14,12 @@ fn main() {
     for text in &a[2..] {
         let chunks = tts.synthesize_blocking(text).unwrap();
         let audio: Vec<i16> = chunks.into_iter().flat_map(|c| c.audio).collect();
-        let mut down = media::resample::Resampler::new(22050, 8000).unwrap();
-        let mut phone = Vec::new();
-        down.process(&audio, &mut phone);
-        down.flush(&mut phone);
+        let phone = media::resample::resample(&audio, 22050, 8000).unwrap();
         let phone: Vec<i16> = phone
             .iter()
             .map(|&s| media::mulaw::decode(media::mulaw::encode(s)))
             .collect();
-        let mut up = media::resample::Resampler::new(8000, 16000).unwrap();
-        let mut wide = Vec::new();
-        up.process(&phone, &mut wide);
-        up.flush(&mut wide);
+        let wide = media::resample::resample(&phone, 8000, 16000).unwrap();
         println!("{:?}", stt.transcribe_blocking(&wide));
     }
 }

@@ -9,10 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut reader = hound::WavReader::open(wav)?;
     let rate = reader.spec().sample_rate;
     let samples: Vec<i16> = reader.samples::<i16>().collect::<Result<_, _>>()?;
-    let mut wide = Vec::new();
-    let mut up = media::resample::Resampler::new(rate, media::ENGINE_RATE)?;
-    up.process(&samples, &mut wide);
-    up.flush(&mut wide);
+    let wide = media::resample::resample(&samples, rate, media::ENGINE_RATE)?;
     let t = stt.transcribe_blocking(&wide)?;
     println!("{}", t.text);
     eprintln!(

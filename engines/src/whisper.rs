@@ -18,7 +18,6 @@ use futures_util::future::BoxFuture;
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
 use media::ENGINE_RATE;
-use media::resample::Resampler;
 
 /// Encoder frames per second of audio (mel hop 10 ms, conv stride 2).
 const AUDIO_CTX_PER_SECOND: usize = 50;
@@ -346,12 +345,8 @@ impl SpeechToText for WhisperStt {
 }
 
 fn resample(audio: &[i16], from: u32) -> Result<Vec<i16>, EngineError> {
-    let mut r = Resampler::new(from, ENGINE_RATE)
-        .map_err(|e| EngineError::BadInput(format!("cannot resample from {from} Hz: {e}")))?;
-    let mut out = Vec::with_capacity(audio.len() * ENGINE_RATE as usize / from.max(1) as usize);
-    r.process(audio, &mut out);
-    r.flush(&mut out);
-    Ok(out)
+    media::resample::resample(audio, from, ENGINE_RATE)
+        .map_err(|e| EngineError::BadInput(format!("cannot resample from {from} Hz: {e}")))
 }
 
 #[cfg(test)]

@@ -101,6 +101,15 @@ struct Engine {
     emitted: u64,
 }
 
+/// Resamples a whole clip (one stream, flushed): `round(len * to / from)` samples out.
+pub fn resample(input: &[i16], from_hz: u32, to_hz: u32) -> Result<Vec<i16>, ResampleError> {
+    let mut r = Resampler::new(from_hz, to_hz)?;
+    let mut out = Vec::with_capacity(input.len() * to_hz as usize / from_hz.max(1) as usize + 8);
+    r.process(input, &mut out);
+    r.flush(&mut out);
+    Ok(out)
+}
+
 impl Resampler {
     /// A resampler from `from_hz` to `to_hz`. Equal rates make a cheap passthrough.
     pub fn new(from_hz: u32, to_hz: u32) -> Result<Self, ResampleError> {

@@ -7,7 +7,7 @@
 
 use std::f64::consts::PI;
 
-use crate::resample::Resampler;
+use crate::resample::resample;
 
 /// Rate the voice is synthesised at before resampling (formants up to 3.3 kHz need > 8 kHz).
 const SYNTH_RATE: u32 = 16_000;
@@ -83,15 +83,7 @@ pub fn voice(sample_rate: u32, duration_ms: u32, seed: u64) -> Vec<i16> {
     if sample_rate == SYNTH_RATE {
         return pcm;
     }
-    let mut out = Vec::with_capacity(pcm.len() * sample_rate as usize / SYNTH_RATE as usize + 8);
-    match Resampler::new(SYNTH_RATE, sample_rate) {
-        Ok(mut r) => {
-            r.process(&pcm, &mut out);
-            r.flush(&mut out);
-        }
-        Err(_) => return Vec::new(),
-    }
-    out
+    resample(&pcm, SYNTH_RATE, sample_rate).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -15,12 +15,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use api::caller::{Line, LineStart, place_call};
-use common::{Backend, caller, config, database_url};
+use common::{Backend, caller, config, database_url, drain_writes, org_of};
 use engines::wer::wer;
 use engines::whisper::{WhisperOptions, WhisperStt};
 use media::PHONE_RATE;
-use media::resample::Resampler;
-use storage::{CallSid, OrgId};
+use media::resample::resample;
+use storage::CallSid;
 
 fn models_dir() -> PathBuf {
     std::env::var_os("VOXANNE_MODELS_DIR")
@@ -57,11 +57,7 @@ fn caller_says(voice: CallerVoice, text: &str) -> Vec<i16> {
             let tts = engines::festival::FestivalTts::load()
                 .expect("Festival is installed (scripts/test.sh installs it)");
             let audio = tts.synthesize_blocking(text).unwrap();
-            let mut down = Resampler::new(16_000, PHONE_RATE).unwrap();
-            let mut out = Vec::new();
-            down.process(&audio, &mut out);
-            down.flush(&mut out);
-            out
+            resample(&audio, 16_000, PHONE_RATE).unwrap()
         }
         CallerVoice::Piper => {
             let models = models_dir();
@@ -78,10 +74,7 @@ fn caller_says(voice: CallerVoice, text: &str) -> Vec<i16> {
 
 /// Transcribes 8 kHz audio with the test's Whisper.
 fn transcribe_8k(audio: &[i16]) -> String {
-    let mut up = Resampler::new(PHONE_RATE, 16_000).unwrap();
-    let mut wide = Vec::new();
-    up.process(audio, &mut wide);
-    up.flush(&mut wide);
+    let wide = resample(audio, PHONE_RATE, 16_000).unwrap();
     listener().transcribe_blocking(&wide).unwrap().text
 }
 
@@ -159,14 +152,9 @@ async fn offline_call(voice: CallerVoice, extra: &[(&str, &str)]) {
     assert_eq!(report.protocol_errors, 0);
     assert!(report.ended_by_server, "the agent said goodbye and hung up");
 
-    server
-        .state
-        .queue()
-        .flush(Duration::from_secs(10))
-        .await
-        .unwrap();
+    drain_writes(&server).await;
     let store = server.state.store().clone();
-    let org = OrgId(report.org.as_deref().unwrap().parse().unwrap());
+    let org = org_of(&report);
     let turns = store
         .list_turns(org, &CallSid(report.call_sid.clone()))
         .await
