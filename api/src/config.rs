@@ -155,15 +155,13 @@ impl Config {
                 });
             }
         };
-        let data_dir = PathBuf::from(nonempty("VOXANNE_DATA_DIR").unwrap_or_else(|| "data".into()));
+        let (data_dir, models_dir) = dirs_from_lookup(&get);
         Ok(Self {
             addr,
             public_url,
             auth_token,
             database_url: nonempty("DATABASE_URL"),
-            models_dir: nonempty("VOXANNE_MODELS_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| models_dir(&data_dir)),
+            models_dir,
             data_dir,
             engines,
             stt_model: nonempty("VOXANNE_STT_MODEL").unwrap_or_else(|| "base".into()),
@@ -224,9 +222,15 @@ impl Config {
     }
 }
 
-/// The default models directory for a data directory.
-pub fn models_dir(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("models")
+/// `VOXANNE_DATA_DIR` (default `./data`) and `VOXANNE_MODELS_DIR` (default `<data dir>/models`),
+/// for commands that need only these (`voxanne models`), not a whole [`Config`].
+pub fn dirs_from_lookup(get: impl Fn(&str) -> Option<String>) -> (PathBuf, PathBuf) {
+    let nonempty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let data_dir = PathBuf::from(nonempty("VOXANNE_DATA_DIR").unwrap_or_else(|| "data".into()));
+    let models_dir = nonempty("VOXANNE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("models"));
+    (data_dir, models_dir)
 }
 
 #[cfg(test)]

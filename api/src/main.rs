@@ -95,17 +95,7 @@ enum ModelsAction {
 /// `voxanne models …`: needs no auth token or database, only the models directory.
 async fn models(action: ModelsAction) -> anyhow::Result<()> {
     use engines::models::{FileStatus, ModelId};
-    let data_dir = PathBuf::from(
-        std::env::var("VOXANNE_DATA_DIR")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| "data".into()),
-    );
-    let dir = std::env::var("VOXANNE_MODELS_DIR")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| api::config::models_dir(&data_dir));
+    let (_, dir) = api::config::dirs_from_lookup(|name| std::env::var(name).ok());
     match action {
         ModelsAction::List => {
             println!("models directory: {}", dir.display());
