@@ -2,6 +2,10 @@
 //!
 //! - [`whisper`]: speech-to-text with Whisper (whisper.cpp), a pool of one-thread decoders.
 //! - [`ct2`] + [`ggml`]: Whisper weights converted from CTranslate2 to ggml in Rust.
+//! - [`piper`] (phonemes from [`espeak`], a child process) and [`festival`]: text-to-speech.
+//! - [`silero`]: the optional VAD; [`onnx`]: the ONNX Runtime both run on.
+//! - [`models`]: fetch and verify model files; [`embedded`]: configuration → loaded engines;
+//!   [`wer`]: word error rate.
 //!
 //! Engines load once per process and are shared by all calls (`Arc`); a call never waits on
 //! a model load.
@@ -17,6 +21,3 @@ pub mod piper;
 pub mod silero;
 pub mod wer;
 pub mod whisper;
-
-/// Samples in one 20 ms frame at the engine rate (the core's VAD frame).
-pub(crate) const FRAME: usize = media::ENGINE_FRAME;

@@ -51,7 +51,7 @@ impl SileroModel {
             model: self.clone(),
             state: vec![0.0; STATE],
             context: [0.0; CONTEXT],
-            pending: Vec::with_capacity(WINDOW + crate::FRAME),
+            pending: Vec::with_capacity(WINDOW + media::ENGINE_FRAME),
             probability: 0.0,
             failures: 0,
         }

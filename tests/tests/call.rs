@@ -10,7 +10,7 @@ use api::caller::{Line, LineStart, place_call};
 use api::simulate::read_wav_8k;
 use common::*;
 use media::{PHONE_RATE, testsignal};
-use storage::{CallSid, LocalRecordingStore, OrgId, RecordingStore};
+use storage::{CallSid, LocalRecordingStore, RecordingStore};
 use tokio_tungstenite::tungstenite::Message;
 
 fn after(ms: u64) -> LineStart {
@@ -95,14 +95,9 @@ async fn a_call_is_answered_interrupted_recorded_and_stored(backend: Backend) {
     );
 
     // The record, once the write queue has drained.
-    server
-        .state
-        .queue()
-        .flush(Duration::from_secs(10))
-        .await
-        .unwrap();
+    drain_writes(&server).await;
     let store = server.state.store().clone();
-    let org = OrgId(report.org.as_deref().unwrap().parse().unwrap());
+    let org = org_of(&report);
     let sid = CallSid(report.call_sid.clone());
     let call = store
         .get_call(org, &sid)
@@ -355,12 +350,7 @@ async fn twilio_webhooks_are_signature_checked_and_callbacks_idempotent() {
     let (p, b) = form(&[("CallSid", sid), ("CallStatus", "completed")]);
     let _ = p;
     assert_eq!(post(None, b, "/twilio/status").await.unwrap().status(), 403);
-    server
-        .state
-        .queue()
-        .flush(Duration::from_secs(10))
-        .await
-        .unwrap();
+    drain_writes(&server).await;
     let (org, _) = server.state.store().ensure_default_org().await.unwrap();
     let call = server
         .state
@@ -425,12 +415,7 @@ async fn garbage_on_the_stream_is_counted_and_the_call_goes_on() {
     );
     assert_eq!(report.protocol_errors, 0);
     assert!(!report.ended_by_server);
-    server
-        .state
-        .queue()
-        .flush(Duration::from_secs(10))
-        .await
-        .unwrap();
+    drain_writes(&server).await;
     // Wait for the call task to finish and count what it dropped.
     let mut malformed = 0;
     for _ in 0..50 {
@@ -446,7 +431,7 @@ async fn garbage_on_the_stream_is_counted_and_the_call_goes_on() {
     }
     // Bad JSON, bad base64, oversized payload, oversized message, bad digit, nameless mark.
     assert_eq!(malformed, 6);
-    let org = OrgId(report.org.as_deref().unwrap().parse().unwrap());
+    let org = org_of(&report);
     let turns = server
         .state
         .store()
@@ -597,13 +582,8 @@ async fn a_transfer_ends_the_stream_and_twilio_is_told_to_dial() {
     assert!(twiml.contains("<Dial>+15550009999</Dial>"), "{twiml}");
     let again = ask().await.unwrap().text().await.unwrap();
     assert!(again.contains("<Hangup/>"), "{again}");
-    server
-        .state
-        .queue()
-        .flush(Duration::from_secs(10))
-        .await
-        .unwrap();
-    let org = OrgId(report.org.as_deref().unwrap().parse().unwrap());
+    drain_writes(&server).await;
+    let org = org_of(&report);
     let call = server
         .state
         .store()
@@ -654,12 +634,7 @@ async fn a_number_reaches_its_own_organisation_and_assistant_settings() {
         v2v >= Duration::from_millis(1_150) && v2v < Duration::from_millis(2_000),
         "{v2v:?}"
     );
-    server
-        .state
-        .queue()
-        .flush(Duration::from_secs(10))
-        .await
-        .unwrap();
+    drain_writes(&server).await;
     let sid = CallSid(report.call_sid.clone());
     let turns = store.list_turns(clinic, &sid).await.unwrap();
     assert_eq!(turns[0].text, "Smile Dental, how can we help?");

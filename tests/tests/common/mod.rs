@@ -100,3 +100,18 @@ pub fn voiced_frames(samples: &[i16]) -> usize {
 pub fn ms_to_samples(ms: u128) -> usize {
     (ms * u128::from(PHONE_RATE) / 1000) as usize
 }
+
+/// Waits until every write the server queued so far is in the database.
+pub async fn drain_writes(server: &Server) {
+    server
+        .state
+        .queue()
+        .flush(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+/// The organisation the server answered the call for.
+pub fn org_of(report: &api::caller::CallReport) -> storage::OrgId {
+    storage::OrgId(report.org.as_deref().unwrap().parse().unwrap())
+}
