@@ -215,6 +215,13 @@ pub enum Input<'a> {
     },
     /// The brain streamed text for a turn.
     BrainText { turn: TurnId, text: String },
+    /// The brain reported something worth recording (a tool call and its result, an
+    /// escalation): becomes a call event. Recorded even for a cancelled turn, since the side
+    /// effect happened.
+    BrainNote {
+        kind: &'static str,
+        detail: String,
+    },
     /// The brain finished a turn, with an action to take after speaking.
     BrainDone {
         turn: TurnId,
@@ -619,6 +626,10 @@ impl Conversation {
 
     /// Feeds one input at time `now`, then runs any timers that are due.
     pub fn handle_input(&mut self, now: Now, input: Input<'_>) {
+        if let Input::BrainNote { kind, detail } = input {
+            self.event(kind, detail);
+            return;
+        }
         if self.ended.is_some() {
             if let Input::SpeechAudio { .. }
             | Input::Transcript { .. }
@@ -637,6 +648,7 @@ impl Conversation {
             Input::Transcript { turn, result } => self.handle_transcript(now, turn, result),
             Input::BrainText { turn, text } => self.handle_brain_text(now, turn, text),
             Input::BrainDone { turn, result } => self.handle_brain_done(now, turn, result),
+            Input::BrainNote { .. } => {}
             Input::SpeechAudio { segment, samples } => {
                 self.handle_speech_audio(now, segment, samples)
             }

@@ -90,6 +90,12 @@ pub enum BrainEvent {
     Text(String),
     /// What to do after speaking. At most one, normally last.
     Action(Action),
+    /// Something to record as a call event: `kind` is a stable name staff filter on
+    /// (`tool_call`, `escalation`, …), `detail` a JSON object as text.
+    Note {
+        kind: &'static str,
+        detail: String,
+    },
 }
 
 /// Speech-to-text over one endpointed caller turn.

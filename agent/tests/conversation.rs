@@ -27,6 +27,7 @@ fn ms(n: u64) -> Duration {
 enum Due {
     Transcript(TurnId, Result<String, EngineError>),
     BrainText(TurnId, String),
+    Note(&'static str, String),
     BrainDone(TurnId, Result<Option<Action>, EngineError>),
     Audio(SegmentId, Vec<i16>),
     SpeechDone(SegmentId),
@@ -171,6 +172,7 @@ impl Sim {
             let input = match d {
                 Due::Transcript(turn, result) => Input::Transcript { turn, result },
                 Due::BrainText(turn, text) => Input::BrainText { turn, text },
+                Due::Note(kind, detail) => Input::BrainNote { kind, detail },
                 Due::BrainDone(turn, result) => Input::BrainDone { turn, result },
                 Due::Audio(segment, samples) => {
                     input_owned = samples;
@@ -267,6 +269,9 @@ impl Sim {
                                 t += MS;
                             }
                             BrainEvent::Action(a) => action = Some(a),
+                            BrainEvent::Note { kind, detail } => {
+                                self.schedule(t, Due::Note(kind, detail))
+                            }
                         }
                     }
                     self.schedule(t, Due::BrainDone(turn, Ok(action)));
@@ -938,4 +943,29 @@ fn a_declined_early_transcription_falls_back_to_transcribing_at_the_end_of_the_t
         "a declined early decode is not an error"
     );
     assert_eq!(sim.asked.len(), 1);
+}
+
+#[test]
+fn brain_notes_become_call_events_in_order_with_the_reply() {
+    let mut sim = Sim::new(config());
+    sim.transcripts.push_back("book it".into());
+    sim.brain = Box::new(|_req: &BrainRequest| {
+        vec![
+            BrainEvent::Note {
+                kind: "tool_call",
+                detail: r#"{"name":"book"}"#.into(),
+            },
+            BrainEvent::Text("You're booked in.".into()),
+        ]
+    });
+    sim.start();
+    sim.say(2_000, 3_000);
+    sim.run_until(10_000);
+    let notes = sim.events_of("tool_call");
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].detail, r#"{"name":"book"}"#);
+    // Its sequence number comes from the core, after the call's start event.
+    let start = sim.events_of("start")[0].seq;
+    assert!(notes[0].seq > start);
+    assert_eq!(sim.agent_turns()[1].text, "You're booked in.");
 }

@@ -37,6 +37,10 @@ pub struct CallerConfig {
     pub hang_up_after: Duration,
     /// Hang up regardless after this long.
     pub max_duration: Duration,
+    /// How long the caller waits for an answer that does not come before going on (see
+    /// [`LineStart::AfterAgent`]). Tests whose every line is answered set it long, so a slow
+    /// recogniser on a loaded machine delays the call rather than changing its course.
+    pub no_answer: Duration,
     /// Messages sent right after `start`, before any audio: for testing how the server copes
     /// with what Twilio would never send.
     pub inject: Vec<Message>,
@@ -54,6 +58,7 @@ impl CallerConfig {
             call_sid: new_sid("CA"),
             hang_up_after: Duration::from_secs(3),
             max_duration: Duration::from_secs(120),
+            no_answer: NO_ANSWER,
             inject: Vec::new(),
         }
     }
@@ -67,7 +72,8 @@ pub fn new_sid(prefix: &str) -> String {
 /// When a line of the caller's script starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineStart {
-    /// Once the agent has been quiet this long (a polite caller).
+    /// Once the agent has answered (the greeting, or a reply to the caller's last line) and
+    /// been quiet this long (a polite caller); if no answer comes, `no_answer` later anyway.
     AfterAgent { pause: Duration },
     /// Once the agent has been speaking this long (a caller who interrupts).
     Interrupt { after: Duration },
@@ -103,7 +109,8 @@ pub struct CallReport {
     pub said: Vec<i16>,
     pub frames_received: u64,
     pub marks_echoed: u64,
-    /// When each `clear` arrived (call time).
+    /// When each `clear` arrived, in media time (the timeline of `heard` and `said`, which on a
+    /// loaded machine runs behind the wall clock), so it can index `heard`.
     pub clears: Vec<Duration>,
     /// When each spoken line's last frame was sent.
     pub line_ends: Vec<Duration>,
@@ -128,7 +135,7 @@ pub enum CallerError {
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
 }
 
-/// How long a caller waits for an answer that does not come before going on.
+/// How long a caller waits for an answer that does not come before going on, by default.
 const NO_ANSWER: Duration = Duration::from_secs(6);
 
 #[derive(Debug)]
@@ -229,8 +236,11 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
     let mut speaking: Option<(usize, usize)> = None; // (line, position)
     let mut agent_quiet_since: Option<Duration> = Some(Duration::ZERO);
     let mut agent_speaking_since: Option<Duration> = None;
-    // The agent has played audio since the caller's last line (it answered).
-    let mut answered = true;
+    // The agent has played audio since the caller's last line (it answered). False at first:
+    // a polite caller waits for the greeting (up to `no_answer`) before its first line, however
+    // long the agent's voice takes to start; otherwise a greeting later than the first line's
+    // pause (a slow TTS on a loaded machine) is talked over and cut off by a barge-in.
+    let mut answered = false;
     let mut ulaw = [mulaw::SILENCE; PHONE_FRAME];
     let mut pending_marks: Vec<String> = Vec::new();
 
@@ -248,8 +258,8 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
                 if speaking.is_none() && line_idx < script.len() {
                     let due = match script[line_idx].start() {
                         LineStart::AfterAgent { pause } => agent_quiet_since.is_some_and(|s| {
-                            // Wait for the answer; give up waiting after NO_ANSWER.
-                            (answered && t >= s + pause) || t >= s + pause + NO_ANSWER
+                            // Wait for the answer; give up waiting after `no_answer`.
+                            (answered && t >= s + pause) || t >= s + pause + config.no_answer
                         }),
                         LineStart::Interrupt { after } => {
                             agent_speaking_since.is_some_and(|s| t >= s + after)
@@ -331,7 +341,7 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
                 let done = line_idx >= script.len() && speaking.is_none();
                 let quiet_long = agent_quiet_since.is_some_and(|s| {
                     (answered && t >= s + config.hang_up_after)
-                        || t >= s + config.hang_up_after + NO_ANSWER
+                        || t >= s + config.hang_up_after + config.no_answer
                 });
                 if (done && quiet_long) || t >= config.max_duration {
                     seq += 1;
@@ -373,7 +383,7 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
                             if sid != stream_sid {
                                 report.protocol_errors += 1;
                             }
-                            report.clears.push(now);
+                            report.clears.push(Duration::from_millis(frame_no * 20));
                             // Twilio drops the buffered audio and echoes its marks at once.
                             for item in playout.drain(..) {
                                 if let Playout::Mark(name) = item {

@@ -5,9 +5,13 @@
 //! `telephony` (calls) to `storage` (records) and never does DSP or SQL itself.
 
 pub mod caller;
+pub mod chat;
+pub mod clinic;
 pub mod config;
 pub mod engines;
 pub mod load;
+pub mod outbound;
+pub mod receptionist;
 pub mod server;
 pub mod simulate;
 pub mod tuning;
@@ -70,7 +74,8 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
         config.public_url = format!("http://{addr}");
     }
     info!(%addr, public_url = %config.public_url, backend = store.backend(), "voxanne listening");
-    let state = AppState::new(config, store, queue, engines, default_org);
+    let embedder = load_embedder(&config)?;
+    let state = AppState::new(config, store, queue, engines, default_org, embedder);
     let shutdown = CancellationToken::new();
     let app = server::router(state.clone());
     let token = shutdown.clone();
@@ -89,6 +94,23 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
         task,
         queue_task,
     })
+}
+
+/// The knowledge engine: required with the embedded engines (`voxanne models fetch` gets it);
+/// with the test engines, used when the model is there.
+fn load_embedder(config: &Config) -> anyhow::Result<Option<::engines::minilm::MiniLm>> {
+    /// Two model instances: an embedding takes a few ms, so two cover many concurrent calls.
+    const EMBEDDER_SESSIONS: usize = 2;
+    match ::engines::minilm::MiniLm::load_default(&config.models_dir, EMBEDDER_SESSIONS) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if config.engines == crate::config::EngineChoice::Embedded => {
+            Err(anyhow::Error::new(e).context("cannot load the knowledge embedding model"))
+        }
+        Err(e) => {
+            info!(error = %e, "no knowledge embedding model; knowledge questions get a message offer");
+            Ok(None)
+        }
+    }
 }
 
 /// How long `serve` keeps trying to reach the database at start (a database restarting with

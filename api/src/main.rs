@@ -53,6 +53,40 @@ enum Command {
         #[arg(long, default_value = "simulated-call.wav")]
         out: PathBuf,
     },
+    /// Configure a clinic from one TOML file (`apply`), or write a clinic's file back (`export`).
+    Clinic {
+        #[command(subcommand)]
+        action: ClinicAction,
+    },
+    /// Talk to a clinic's receptionist over text (stdin/stdout), with the same brain, tools and
+    /// database as a phone call.
+    Chat {
+        /// The clinic (`clinic.id` of its file); default: the default organisation.
+        #[arg(long)]
+        org: Option<String>,
+        /// Caller ID to present (E.164), as a phone call would.
+        #[arg(long)]
+        from: Option<String>,
+        /// Clinic-local time to start the conversation at (`2026-12-01T10:00`); default: now.
+        #[arg(long)]
+        now: Option<String>,
+        /// One JSON object a line: every utterance, tool call (name, arguments, result) and
+        /// action.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Place an outbound call through Twilio's REST API (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN;
+    /// VOXANNE_TWILIO_API_URL for another API base). With --appointment, an appointment
+    /// reminder the callee can confirm, move or cancel.
+    Call {
+        #[arg(long)]
+        to: String,
+        /// The clinic (`clinic.id`); the call comes from its first number.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        appointment: Option<String>,
+    },
     /// Run many simulated callers against a running server and report latency and CPU.
     Load {
         #[arg(long)]
@@ -74,6 +108,14 @@ enum Command {
         #[arg(long)]
         spoken: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ClinicAction {
+    /// Create or update the clinic described by FILE (idempotent).
+    Apply { file: PathBuf },
+    /// Print the stored file of clinic ID (its `clinic.id`).
+    Export { id: String },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +191,85 @@ async fn models(action: ModelsAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the store the server would (DATABASE_URL, or SQLite in VOXANNE_DATA_DIR), for the
+/// commands that need no Twilio configuration.
+async fn open_store() -> anyhow::Result<(storage::Store, PathBuf)> {
+    let (data_dir, models_dir) = api::config::dirs_from_lookup(|name| std::env::var(name).ok());
+    std::fs::create_dir_all(&data_dir)?;
+    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
+    let store = storage::Store::open(url.as_deref(), &data_dir)
+        .await
+        .context("cannot open the database")?;
+    store.ensure_default_org().await?;
+    Ok((store, models_dir))
+}
+
+fn embedder(models_dir: &std::path::Path) -> Option<engines::minilm::MiniLm> {
+    engines::minilm::MiniLm::load_default(models_dir, 1)
+        .map_err(|e| tracing::warn!("knowledge embeddings unavailable: {e}"))
+        .ok()
+}
+
+async fn clinic(action: ClinicAction) -> anyhow::Result<()> {
+    let (store, models_dir) = open_store().await?;
+    match action {
+        ClinicAction::Apply { file } => {
+            let parsed = api::clinic::read_file(&file)?;
+            let embed = if parsed.knowledge.is_empty() {
+                None
+            } else {
+                Some(embedder(&models_dir).context(
+                    "the clinic's knowledge needs the MiniLM model: run `voxanne models fetch`",
+                )?)
+            };
+            let summary = api::clinic::apply(&store, parsed, embed.as_ref()).await?;
+            println!("{summary}");
+        }
+        ClinicAction::Export { id } => print!("{}", api::clinic::export(&store, &id).await?),
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn chat(
+    org: Option<String>,
+    from: Option<String>,
+    now: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (store, models_dir) = open_store().await?;
+    let org_id = match &org {
+        Some(slug) => store
+            .org_by_slug(slug)
+            .await?
+            .with_context(|| format!("no clinic {slug:?} (voxanne clinic apply FILE first)"))?,
+        None => store.ensure_default_org().await?.0,
+    };
+    let loaded = api::receptionist::load_clinic(&store, org_id, "the clinic")
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let now = match now {
+        Some(t) => Some(
+            chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M")
+                .with_context(|| format!("--now {t:?}: write 2026-12-01T10:00"))?,
+        ),
+        None => None,
+    };
+    let clock = api::chat::clock_from(now, loaded.clinic.tz)?;
+    let chat = api::chat::Chat::new(
+        &store,
+        &loaded,
+        embedder(&models_dir),
+        from,
+        receptionist::dialogue::Direction::Inbound,
+        clock,
+    );
+    let stdin = std::io::stdin();
+    api::chat::run(chat, stdin.lock(), std::io::stdout(), json).await?;
+    store.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -163,12 +284,60 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = match cli.command {
         Command::Models { action } => return models(action).await,
+        Command::Clinic { action } => return clinic(action).await,
+        Command::Chat {
+            org,
+            from,
+            now,
+            json,
+        } => return chat(org, from, now, json).await,
         other => other,
     };
     let config = Config::from_env()?;
     let server_url = |s: Option<String>| s.unwrap_or_else(|| format!("http://{}", config.addr));
     match command {
-        Command::Models { .. } => unreachable!("handled above"),
+        Command::Models { .. } | Command::Clinic { .. } | Command::Chat { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Call {
+            to,
+            org,
+            appointment,
+        } => {
+            let store = storage::Store::open(config.database_url.as_deref(), &config.data_dir)
+                .await
+                .context("cannot open the database")?;
+            let org_id = store
+                .org_by_slug(&org)
+                .await?
+                .with_context(|| format!("no clinic {org:?} (voxanne clinic apply FILE first)"))?;
+            let file = receptionist::clinic::ClinicFile::from_json(
+                &store
+                    .get_clinic(org_id)
+                    .await?
+                    .with_context(|| format!("clinic {org:?} has no file"))?,
+            )?;
+            let from = file
+                .clinic
+                .numbers
+                .first()
+                .cloned()
+                .with_context(|| format!("clinic {org:?} has no numbers to call from"))?;
+            let account_sid = std::env::var("TWILIO_ACCOUNT_SID")
+                .context("TWILIO_ACCOUNT_SID is needed to place calls")?;
+            let request = api::outbound::CallRequest {
+                api_base: std::env::var("VOXANNE_TWILIO_API_URL")
+                    .unwrap_or_else(|_| api::outbound::TWILIO_API_BASE.into()),
+                account_sid,
+                auth_token: config.auth_token.clone(),
+                from,
+                to,
+                public_url: config.public_url.clone(),
+                appointment,
+            };
+            let sid = api::outbound::place(&request).await?;
+            println!("{sid}");
+        }
         Command::Serve => {
             let engines = api::engines::build(&config)?;
             tracing::warn!(

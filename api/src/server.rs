@@ -35,6 +35,10 @@ use telephony::webhook::{
 use telephony::{signature, twiml};
 
 use crate::config::Config;
+use crate::receptionist::LoadedClinic;
+use engines::minilm::MiniLm;
+use receptionist::dialogue::{CallContext, Direction};
+use receptionist::session::ReceptionistSession;
 
 /// Largest webhook body we read. Twilio's voice and status callbacks are a few KiB of form
 /// fields; 64 KiB is generous and keeps a flood of junk cheap to refuse (413).
@@ -69,7 +73,32 @@ struct Inner {
     /// Transfers the agent asked for, by CallSid, until Twilio asks `<Connect action>` what to
     /// do next (with when they were asked, to forget ones Twilio never asks about).
     transfers: Mutex<HashMap<String, (String, Instant)>>,
+    /// What the voice webhook learnt of each call (caller ID, direction, a reminder's
+    /// appointment), until its media stream starts and builds the call's receptionist.
+    pending_calls: Mutex<HashMap<String, (CallMeta, Instant)>>,
+    /// The last clinic loaded for each organisation: a call whose clinic cannot be loaded
+    /// (database slow or down at setup) is answered with this instead of silence.
+    clinics: Mutex<HashMap<OrgId, LoadedClinic>>,
+    /// Sentence embeddings for knowledge answers (`None`: knowledge questions are answered
+    /// "I don't have that information" and offered a person or a message).
+    embedder: Option<MiniLm>,
 }
+
+/// A call as its voice webhook described it.
+#[derive(Debug, Clone, Default)]
+struct CallMeta {
+    from: String,
+    /// The appointment an outbound reminder call is about.
+    appointment: Option<String>,
+}
+
+/// How long an unclaimed webhook's call details are kept: Twilio opens the stream within
+/// seconds of our TwiML.
+const PENDING_CALL_TTL: Duration = Duration::from_secs(120);
+
+/// Longest call setup waits for the clinic's config: past it the call is answered from the
+/// cached clinic (or the default greeting) and the caller is never left in silence.
+const CLINIC_LOAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Counters and the reply-latency histogram behind `/metrics`.
 #[derive(Debug)]
@@ -78,6 +107,8 @@ pub struct Metrics {
     pub calls_ended: AtomicU64,
     pub calls_rejected_busy: AtomicU64,
     pub webhooks_forbidden: AtomicU64,
+    /// Transfers a brain asked for to a number other than the clinic's transfer number.
+    pub transfers_refused: AtomicU64,
     pub malformed_messages: AtomicU64,
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
@@ -92,6 +123,7 @@ impl Default for Metrics {
             calls_ended: AtomicU64::new(0),
             calls_rejected_busy: AtomicU64::new(0),
             webhooks_forbidden: AtomicU64::new(0),
+            transfers_refused: AtomicU64::new(0),
             malformed_messages: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
@@ -111,6 +143,7 @@ impl AppState {
         queue: WriteQueue,
         engines: CallEngines,
         default_org: (OrgId, AssistantId),
+        embedder: Option<MiniLm>,
     ) -> Self {
         let recordings: Arc<dyn RecordingStore> =
             Arc::new(LocalRecordingStore::in_data_dir(&config.data_dir));
@@ -126,6 +159,9 @@ impl AppState {
                 metrics: Metrics::default(),
                 live_streams: Mutex::new(HashSet::new()),
                 transfers: Mutex::new(HashMap::new()),
+                pending_calls: Mutex::new(HashMap::new()),
+                clinics: Mutex::new(HashMap::new()),
+                embedder,
             }),
         }
     }
@@ -165,6 +201,78 @@ impl AppState {
 
     /// Which organisation and assistant answer calls to `to`: the number's owner, else the
     /// default organisation (one-box setups route every number there).
+    /// The organisation's clinic, loaded within [`CLINIC_LOAD_TIMEOUT`]; on failure the last
+    /// one loaded, or the fallback clinic.
+    async fn clinic_for(&self, org: OrgId) -> LoadedClinic {
+        // An organisation without a clinic file has no name to say; its assistant's greeting
+        // is used (see `setup`).
+        let name = "the clinic";
+        let loaded = tokio::time::timeout(
+            CLINIC_LOAD_TIMEOUT,
+            crate::receptionist::load_clinic(&self.inner.store, org, name),
+        )
+        .await;
+        let cached = || {
+            self.inner
+                .clinics
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&org).cloned())
+        };
+        match loaded {
+            Ok(Ok(l)) => {
+                if let Ok(mut c) = self.inner.clinics.lock() {
+                    c.insert(org, l.clone());
+                }
+                l
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "clinic config could not be loaded; answering from the cache");
+                cached().unwrap_or_else(|| LoadedClinic::fallback(org, name))
+            }
+            Err(_) => {
+                warn!("clinic config load timed out; answering from the cache");
+                cached().unwrap_or_else(|| LoadedClinic::fallback(org, name))
+            }
+        }
+    }
+
+    /// The call's receptionist session.
+    async fn receptionist_for(
+        &self,
+        loaded: &LoadedClinic,
+        call_sid: &str,
+        meta: &CallMeta,
+    ) -> ReceptionistSession {
+        let mut direction = Direction::Inbound;
+        if let Some(id) = &meta.appointment
+            && let Ok(uuid) = id.parse::<uuid::Uuid>()
+        {
+            match tokio::time::timeout(
+                CLINIC_LOAD_TIMEOUT,
+                self.inner.store.get_appointment(loaded.org, uuid),
+            )
+            .await
+            {
+                Ok(Ok(Some(a))) => direction = Direction::Reminder(crate::receptionist::appointment(a)),
+                _ => warn!(call_sid, "reminder call's appointment not found; answering as inbound"),
+            }
+        }
+        let context = CallContext {
+            call_id: call_sid.to_string(),
+            caller: Some(meta.from.clone()).filter(|f| !f.is_empty()),
+            direction,
+        };
+        crate::receptionist::session(
+            &self.inner.store,
+            loaded,
+            self.inner.embedder.clone(),
+            context,
+            Some(CallSid(call_sid.to_string())),
+            crate::receptionist::system_clock(),
+        )
+    }
+
     async fn resolve(&self, to: &str) -> (OrgId, AssistantId) {
         match self.inner.store.resolve_number(to).await {
             Ok(Some(found)) => found,
@@ -280,6 +388,28 @@ async fn voice_webhook(
             status: hook.call_status.clone(),
             at: Utc::now(),
         });
+    }
+    let appointment = uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "appointment")
+            .map(|(_, v)| v.into_owned())
+    });
+    if let Ok(mut pending) = state.inner.pending_calls.lock() {
+        pending.retain(|_, (_, at)| at.elapsed() < PENDING_CALL_TTL);
+        pending.insert(
+            hook.call_sid.clone(),
+            (
+                CallMeta {
+                    from: if hook.direction.starts_with("outbound") {
+                        hook.to.clone()
+                    } else {
+                        hook.from.clone()
+                    },
+                    appointment,
+                },
+                Instant::now(),
+            ),
+        );
     }
     let org_s = org.to_string();
     let assistant_s = assistant.to_string();
@@ -450,6 +580,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             load(&m.webhooks_forbidden),
         ),
         (
+            "voxanne_transfers_refused_total",
+            "Transfers to a number other than the clinic's transfer number, refused.",
+            load(&m.transfers_refused),
+        ),
+        (
             "voxanne_malformed_messages_total",
             "Media stream messages dropped as malformed.",
             load(&m.malformed_messages),
@@ -539,6 +674,8 @@ struct ApiHooks {
 struct Held {
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
     stream: Option<(AppState, String)>,
+    /// The clinic's `transfer_number`: the only number this call may be transferred to.
+    transfer_number: Option<String>,
 }
 
 impl Drop for Held {
@@ -612,17 +749,46 @@ impl CallHooks for ApiHooks {
                 early_transcribe_ms: state.config().early_transcribe_ms,
                 ..ConversationConfig::default()
             };
-            match state.store().get_assistant(org, assistant).await {
-                Ok(Some(a)) => {
+            let mut assistant_greeting = None;
+            match tokio::time::timeout(
+                CLINIC_LOAD_TIMEOUT,
+                state.store().get_assistant(org, assistant),
+            )
+            .await
+            {
+                Ok(Ok(Some(a))) => {
                     if !a.greeting.trim().is_empty() {
-                        conversation.greeting = a.greeting;
+                        assistant_greeting = Some(a.greeting);
                     }
                     for problem in crate::tuning::apply(&a.settings, &mut conversation) {
                         warn!(assistant = %assistant, "{problem}");
                     }
                 }
-                Ok(None) => warn!(assistant = %assistant, "assistant not found; using defaults"),
-                Err(e) => warn!(error = %e, "assistant lookup failed; using the default greeting"),
+                Ok(Ok(None)) => warn!(assistant = %assistant, "assistant not found; using defaults"),
+                Ok(Err(e)) => warn!(error = %e, "assistant lookup failed; using the default greeting"),
+                Err(_) => warn!("assistant lookup timed out; using the default greeting"),
+            }
+            let meta = state
+                .inner
+                .pending_calls
+                .lock()
+                .ok()
+                .and_then(|mut p| p.remove(&start.call_sid))
+                .map(|(m, _)| m)
+                .unwrap_or_default();
+            let loaded = state.clinic_for(org).await;
+            let brain = state
+                .receptionist_for(&loaded, &start.call_sid, &meta)
+                .await;
+            let opening = brain.opening();
+            // A clinic file's greeting (or a reminder's opening) wins; an organisation without
+            // one keeps its assistant's greeting.
+            conversation.greeting = match (&loaded.clinic.file.clinic.greeting, &meta.appointment) {
+                (None, None) => assistant_greeting.unwrap_or(opening),
+                _ => opening,
+            };
+            if let Ok(mut h) = held.lock() {
+                h.transfer_number = loaded.clinic.file.clinic.transfer_number.clone();
             }
             let sid = CallSid(start.call_sid.clone());
             let recording_path = match state.inner.recordings.staging_path(org, &sid) {
@@ -636,6 +802,7 @@ impl CallHooks for ApiHooks {
                 conversation,
                 recording_path,
                 org: org_s,
+                brain: Some(Arc::new(brain)),
             })
         })
     }
@@ -648,6 +815,22 @@ impl CallHooks for ApiHooks {
     }
 
     fn transfer_requested(&self, call: &CallInfo, to: &str) {
+        // Defence in depth: whatever asked for it (the offline receptionist only ever names
+        // the clinic's number; an LLM brain might not), a call is only ever transferred to its
+        // clinic's `transfer_number`.
+        let allowed = self
+            .held
+            .lock()
+            .ok()
+            .and_then(|h| h.transfer_number.clone());
+        if allowed.as_deref() != Some(to) {
+            self.state
+                .metrics()
+                .transfers_refused
+                .fetch_add(1, Ordering::Relaxed);
+            error!(call_sid = %call.call_sid, "transfer to a number that is not the clinic's transfer number refused");
+            return;
+        }
         if let Ok(mut transfers) = self.state.inner.transfers.lock() {
             // Twilio asks within seconds; forget transfers it never asked about.
             transfers.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(600));

@@ -12,6 +12,20 @@ use storage::{LocalRecordingStore, RecordingStore, Store};
 
 const TOKEN: &str = "crash-test-token";
 
+/// WAV header the recorder writes (RIFF, fmt, data chunk header).
+const WAV_HEADER: u64 = 44;
+/// Bytes per millisecond of the recording: 8 kHz, two channels of 16-bit samples.
+const BYTES_PER_MS: u64 = 8 * 2 * 2;
+/// Call audio on disk before the kill: 3 s, so the caller's speech (from the greeting's first
+/// frame on) is well over the 1 s the left-channel check below needs.
+const ON_DISK_MS: u64 = 3_000;
+
+/// The one staged recording's length on disk, if there is one yet.
+fn staged_len(staging: &Path) -> Option<u64> {
+    let entry = std::fs::read_dir(staging).ok()?.flatten().next()?;
+    Some(entry.metadata().ok()?.len())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -66,21 +80,34 @@ async fn a_recording_survives_kill_9_mid_call() {
     let mut caller = CallerConfig::local(&base, TOKEN);
     caller.max_duration = Duration::from_secs(20);
     let sid = caller.call_sid.clone();
+    // The caller talks from the greeting's first frame on, over the agent.
     let script = vec![Line::Speak {
         audio: testsignal::voice(PHONE_RATE, 10_000, 5),
-        start: LineStart::AfterAgent {
-            pause: Duration::ZERO,
+        start: LineStart::Interrupt {
+            after: Duration::ZERO,
         },
     }];
     let call = tokio::spawn(async move { place_call(&caller, &script).await });
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // Kill once the recording holds ON_DISK_MS of call audio (not after a wall-clock wait: on a
+    // loaded machine the call may take seconds to get going). The budget only bounds a hang.
+    let staging = dir.path().join("recordings").join(".staging");
+    let mut waited = 0;
+    while staged_len(&staging).is_none_or(|len| len < WAV_HEADER + ON_DISK_MS * BYTES_PER_MS) {
+        assert!(
+            waited < 1_200,
+            "no {ON_DISK_MS} ms of recording within 60 s"
+        );
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.kill().expect("SIGKILL");
     server.wait().unwrap();
     let _ = call.await; // the caller sees the connection drop
 
-    let staging = dir.path().join("recordings").join(".staging");
     let staged: Vec<_> = std::fs::read_dir(&staging).unwrap().flatten().collect();
     assert_eq!(staged.len(), 1, "one recording left in staging");
+    // Everything on disk at the kill (whole frames) is what the repair must recover.
+    let on_disk_ms = (staged[0].metadata().unwrap().len() - WAV_HEADER) / BYTES_PER_MS;
 
     let mut server = spawn_server(dir.path(), port);
     wait_healthy(port).await;
@@ -99,10 +126,11 @@ async fn a_recording_survives_kill_9_mid_call() {
         let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
         panic!("recording not registered after restart; server log:\n{log}")
     });
-    // ~3.5 s of call; at most the last checkpoint interval and write buffer can be missing.
+    // Nothing that reached the disk is lost: the repair keeps every whole frame.
     assert!(
-        (2_300..=4_000).contains(&recording.duration_ms),
-        "{} ms recovered",
+        (ON_DISK_MS..=on_disk_ms).contains(&(recording.duration_ms as u64))
+            && recording.duration_ms as u64 + 1 >= on_disk_ms,
+        "{} ms recovered of {on_disk_ms} ms on disk",
         recording.duration_ms
     );
     let path = LocalRecordingStore::in_data_dir(dir.path())

@@ -467,63 +467,6 @@ async fn apply_one<'a>(
                 Err(e) => return Err(e.into()),
             }
         }
-        WriteOp::Appointment(a) => {
-            if let Some(sid) = &a.call {
-                ensure_call(conn, known, a.org, sid, now, now).await?;
-            }
-            if let Some(phone) = &a.contact_phone {
-                // Placeholder contact with the oldest possible clock, so any real upsert wins.
-                sqlx::query(
-                    "INSERT INTO contacts (org_id, phone, updated_at, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (org_id, phone) DO NOTHING",
-                )
-                .bind(a.org)
-                .bind(phone)
-                .bind(DbTime(DateTime::<Utc>::UNIX_EPOCH))
-                .bind(DbTime(now))
-                .execute(&mut *conn)
-                .await?;
-            }
-            let res = sqlx::query(
-                "INSERT INTO appointments (id, org_id, call_sid, contact_phone, starts_at, duration_min, reason, \
-                 status, updated_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (id) DO UPDATE SET call_sid = excluded.call_sid, contact_phone = excluded.contact_phone, \
-                   starts_at = excluded.starts_at, duration_min = excluded.duration_min, reason = excluded.reason, \
-                   status = excluded.status, updated_at = excluded.updated_at \
-                 WHERE appointments.org_id = excluded.org_id AND appointments.updated_at < excluded.updated_at",
-            )
-            .bind(a.id)
-            .bind(a.org)
-            .bind(&a.call)
-            .bind(&a.contact_phone)
-            .bind(DbTime(a.starts_at))
-            .bind(a.duration_min)
-            .bind(&a.reason)
-            .bind(&a.status)
-            .bind(DbTime(a.updated_at))
-            .bind(DbTime(now))
-            .execute(&mut *conn)
-            .await;
-            let res = match res {
-                Ok(r) => r,
-                Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => {
-                    return Err(match &a.call {
-                        Some(sid) => StoreError::OrgMismatch { sid: sid.clone() },
-                        None => StoreError::NotFound("organisation"),
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if res.rows_affected() == 0 {
-                let owner: Option<OrgId> = sqlx::query_scalar("SELECT org_id FROM appointments WHERE id = $1")
-                    .bind(a.id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                if owner.is_some_and(|o| o != a.org) {
-                    return Err(StoreError::NotFound("appointment"));
-                }
-            }
-        }
     }
     Ok(())
 }
@@ -770,17 +713,604 @@ pub(super) async fn get_contact(pool: &DbPool, org: OrgId, phone: &str) -> Resul
     }))
 }
 
+
+// ---------------------------------------------------------------------------------------------------------
+// Organisations by slug, clinic config, phone numbers.
+
+pub(super) async fn org_by_slug(pool: &DbPool, slug: &str) -> Result<Option<OrgId>, StoreError> {
+    // The tenant lookup itself (like `resolve_number`): it finds the org_id every other query filters on.
+    Ok(sqlx::query_scalar("SELECT id FROM organisations WHERE slug = $1").bind(slug).fetch_optional(pool).await?)
+}
+
+pub(super) async fn upsert_org(
+    pool: &DbPool,
+    new_id: OrgId,
+    slug: &str,
+    name: &str,
+    assistant_id: AssistantId,
+    a: &NewAssistant,
+    now: DateTime<Utc>,
+) -> Result<OrgId, StoreError> {
+    let mut tx = pool.begin().await?;
+    // On Postgres the upsert locks the org row until commit, so two concurrent upserts of one slug run the
+    // assistant check below one after the other.
+    let org: OrgId = sqlx::query_scalar(
+        "INSERT INTO organisations (id, slug, name, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (slug) DO UPDATE SET name = excluded.name RETURNING id",
+    )
+    .bind(new_id)
+    .bind(slug)
+    .bind(name)
+    .bind(DbTime(now))
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO assistants (id, org_id, name, greeting, voice, transfer_number, settings, created_at, \
+         updated_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8 \
+         WHERE NOT EXISTS (SELECT 1 FROM assistants WHERE org_id = $2)",
+    )
+    .bind(assistant_id)
+    .bind(org)
+    .bind(&a.name)
+    .bind(&a.greeting)
+    .bind(&a.voice)
+    .bind(&a.transfer_number)
+    .bind(&a.settings)
+    .bind(DbTime(now))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(org)
+}
+
+pub(super) async fn org_assistant(pool: &DbPool, org: OrgId) -> Result<Option<AssistantId>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT id FROM assistants WHERE org_id = $1 ORDER BY created_at, id LIMIT 1")
+        .bind(org)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub(super) async fn put_clinic(
+    pool: &DbPool,
+    org: OrgId,
+    config: &str,
+    sha256: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let res = sqlx::query(
+        "INSERT INTO clinics (org_id, config, config_sha256, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+         ON CONFLICT (org_id) DO UPDATE SET config = excluded.config, config_sha256 = excluded.config_sha256, \
+           updated_at = excluded.updated_at \
+         WHERE clinics.config_sha256 <> excluded.config_sha256",
+    )
+    .bind(org)
+    .bind(config)
+    .bind(sha256)
+    .bind(DbTime(now))
+    .execute(pool)
+    .await;
+    match res {
+        Ok(r) => Ok(r.rows_affected() > 0),
+        Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => Err(StoreError::NotFound("organisation")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn get_clinic(pool: &DbPool, org: OrgId) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT config FROM clinics WHERE org_id = $1").bind(org).fetch_optional(pool).await?)
+}
+
+pub(super) async fn set_org_numbers(
+    pool: &DbPool,
+    org: OrgId,
+    assistant: AssistantId,
+    numbers: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for e164 in numbers {
+        // Takes a free number or re-points one of ours; one of another org's is left alone (0 rows), and the
+        // whole change is rolled back. The composite foreign key rejects another org's assistant.
+        let res = sqlx::query(
+            "INSERT INTO phone_numbers (e164, org_id, assistant_id, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (e164) DO UPDATE SET assistant_id = excluded.assistant_id \
+             WHERE phone_numbers.org_id = excluded.org_id",
+        )
+        .bind(e164)
+        .bind(org)
+        .bind(assistant)
+        .bind(DbTime(now))
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NumberTaken(e164.clone())),
+            Ok(_) => {}
+            Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => return Err(StoreError::NotFound("assistant")),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let keep: HashSet<&str> = numbers.iter().map(String::as_str).collect();
+    let current: Vec<String> = sqlx::query_scalar("SELECT e164 FROM phone_numbers WHERE org_id = $1")
+        .bind(org)
+        .fetch_all(&mut *tx)
+        .await?;
+    for e164 in current.iter().filter(|n| !keep.contains(n.as_str())) {
+        sqlx::query("DELETE FROM phone_numbers WHERE org_id = $1 AND e164 = $2")
+            .bind(org)
+            .bind(e164)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Knowledge chunks.
+
+pub(super) async fn knowledge_index(
+    pool: &DbPool,
+    org: OrgId,
+) -> Result<std::collections::HashMap<String, (String, String)>, StoreError> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, text_sha256, model FROM knowledge_chunks WHERE org_id = $1")
+            .bind(org)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(id, sha, model)| (id, (sha, model))).collect())
+}
+
+pub(super) async fn replace_knowledge(
+    pool: &DbPool,
+    org: OrgId,
+    chunks: &[KnowledgeChunk],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let keep: HashSet<&str> = chunks.iter().map(|c| c.id.as_str()).collect();
+    let current: Vec<String> = sqlx::query_scalar("SELECT id FROM knowledge_chunks WHERE org_id = $1")
+        .bind(org)
+        .fetch_all(&mut *tx)
+        .await?;
+    for id in current.iter().filter(|id| !keep.contains(id.as_str())) {
+        sqlx::query("DELETE FROM knowledge_chunks WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for c in chunks {
+        let dims = i32::try_from(c.embedding.len()).map_err(|_| StoreError::InvalidInput("embedding length"))?;
+        let bytes: Vec<u8> = c.embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
+        // An unchanged chunk keeps its updated_at.
+        let res = sqlx::query(
+            "INSERT INTO knowledge_chunks (org_id, id, title, text, text_sha256, model, embedding, dims, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (org_id, id) DO UPDATE SET title = excluded.title, text = excluded.text, \
+               text_sha256 = excluded.text_sha256, model = excluded.model, embedding = excluded.embedding, \
+               dims = excluded.dims, updated_at = excluded.updated_at \
+             WHERE knowledge_chunks.text_sha256 <> excluded.text_sha256 OR knowledge_chunks.title <> excluded.title \
+               OR knowledge_chunks.model <> excluded.model OR knowledge_chunks.embedding <> excluded.embedding",
+        )
+        .bind(org)
+        .bind(&c.id)
+        .bind(&c.title)
+        .bind(&c.text)
+        .bind(crate::sha256_hex(c.text.as_bytes()))
+        .bind(&c.model)
+        .bind(bytes)
+        .bind(dims)
+        .bind(DbTime(now))
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => return Err(StoreError::NotFound("organisation")),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct KnowledgeRow {
+    id: String,
+    title: String,
+    text: String,
+    model: String,
+    embedding: Vec<u8>,
+    dims: i32,
+}
+
+pub(super) async fn list_knowledge(pool: &DbPool, org: OrgId) -> Result<Vec<KnowledgeChunk>, StoreError> {
+    let rows: Vec<KnowledgeRow> = sqlx::query_as(
+        "SELECT id, title, text, model, embedding, dims FROM knowledge_chunks WHERE org_id = $1 ORDER BY id",
+    )
+    .bind(org)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            // The schema's CHECK keeps length = 4 * dims; a row that breaks it was not written by us.
+            if usize::try_from(r.dims).ok().and_then(|d| d.checked_mul(4)) != Some(r.embedding.len()) {
+                return Err(StoreError::InvalidInput("stored embedding"));
+            }
+            let embedding = r
+                .embedding
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Ok(KnowledgeChunk { id: r.id, title: r.title, text: r.text, model: r.model, embedding })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Appointments, booked synchronously. The no-overlap rule is the database's: an exclusion constraint on
+// Postgres, triggers on SQLite (migration 0002). The transactions below check first so that a taken slot is
+// an answer (`Conflict`) rather than an error; when a concurrent transaction slips in between the check and
+// the insert (Postgres, read committed), the constraint refuses the insert and the outcome is decided again
+// from what committed.
+
+/// `SELECT <every AppointmentRow column> FROM appointments <rest>`, as one static string.
+macro_rules! select_appointments {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, org_id, call_sid, contact_phone, patient_name, service, starts_at, ends_at, status, \
+             idempotency_key, rescheduled_from, created_at, updated_at FROM appointments ",
+            $rest
+        )
+    };
+}
+
 #[derive(sqlx::FromRow)]
 struct AppointmentRow {
     id: Uuid,
     org_id: OrgId,
     call_sid: Option<CallSid>,
     contact_phone: Option<String>,
+    patient_name: String,
+    service: String,
     starts_at: DbTime,
-    duration_min: i32,
-    reason: String,
+    ends_at: DbTime,
     status: String,
+    idempotency_key: Option<String>,
+    rescheduled_from: Option<Uuid>,
+    created_at: DbTime,
     updated_at: DbTime,
+}
+
+impl From<AppointmentRow> for Appointment {
+    fn from(r: AppointmentRow) -> Self {
+        Appointment {
+            org: r.org_id,
+            id: r.id,
+            call: r.call_sid,
+            phone: r.contact_phone,
+            patient_name: r.patient_name,
+            service: r.service,
+            starts_at: r.starts_at.0,
+            ends_at: r.ends_at.0,
+            status: r.status,
+            idempotency_key: r.idempotency_key,
+            rescheduled_from: r.rescheduled_from,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
+/// The no-overlap rule refused a write: Postgres' exclusion constraint (SQLSTATE 23P01) or SQLite's trigger
+/// (`RAISE(ABORT, 'appointments_no_overlap')`); both carry the rule's name.
+fn is_overlap_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(sqlx::Error::Database(db))
+        if db.code().as_deref() == Some("23P01")
+            || db.constraint() == Some("appointments_no_overlap")
+            || db.message().contains("appointments_no_overlap"))
+}
+
+/// A concurrent booking won the race for the slot or the idempotency key.
+fn is_booking_race(e: &StoreError) -> bool {
+    is_overlap_violation(e)
+        || matches!(e, StoreError::Database(err) if is_violation(err, ErrorKind::UniqueViolation))
+}
+
+async fn appointment_by_id(conn: &mut Conn, org: OrgId, id: Uuid) -> Result<Option<Appointment>, StoreError> {
+    let row: Option<AppointmentRow> = sqlx::query_as(select_appointments!("WHERE org_id = $1 AND id = $2"))
+    .bind(org)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(Appointment::from))
+}
+
+async fn appointment_by_key(conn: &mut Conn, org: OrgId, key: &str) -> Result<Option<Appointment>, StoreError> {
+    let row: Option<AppointmentRow> = sqlx::query_as(select_appointments!("WHERE org_id = $1 AND idempotency_key = $2"))
+    .bind(org)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(Appointment::from))
+}
+
+/// Does `[starts, ends)` overlap a booked appointment of `org`?
+async fn slot_taken(conn: &mut Conn, org: OrgId, starts: DateTime<Utc>, ends: DateTime<Utc>) -> Result<bool, StoreError> {
+    let hit: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM appointments WHERE org_id = $1 AND status = 'booked' AND starts_at < $3 AND ends_at > $2 \
+         LIMIT 1",
+    )
+    .bind(org)
+    .bind(DbTime(starts))
+    .bind(DbTime(ends))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(hit.is_some())
+}
+
+struct AppointmentInsert<'a> {
+    id: Uuid,
+    org: OrgId,
+    call: Option<&'a CallSid>,
+    phone: Option<&'a str>,
+    patient_name: &'a str,
+    service: &'a str,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    idempotency_key: &'a str,
+    rescheduled_from: Option<Uuid>,
+}
+
+async fn insert_appointment(conn: &mut Conn, a: &AppointmentInsert<'_>, now: DateTime<Utc>) -> Result<Appointment, StoreError> {
+    let res = sqlx::query(
+        "INSERT INTO appointments (id, org_id, call_sid, contact_phone, patient_name, service, starts_at, ends_at, \
+         status, idempotency_key, rescheduled_from, updated_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'booked', $9, $10, $11, $11)",
+    )
+    .bind(a.id)
+    .bind(a.org)
+    .bind(a.call)
+    .bind(a.phone)
+    .bind(a.patient_name)
+    .bind(a.service)
+    .bind(DbTime(a.starts_at))
+    .bind(DbTime(a.ends_at))
+    .bind(a.idempotency_key)
+    .bind(a.rescheduled_from)
+    .bind(DbTime(now))
+    .execute(&mut *conn)
+    .await;
+    match res {
+        Ok(_) => {}
+        // The placeholder was made just before, so a failing (org_id, call_sid) key means another org's call.
+        Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => {
+            return Err(match a.call {
+                Some(sid) => StoreError::OrgMismatch { sid: sid.clone() },
+                None => StoreError::NotFound("organisation"),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    appointment_by_id(conn, a.org, a.id).await?.ok_or(StoreError::NotFound("appointment"))
+}
+
+pub(super) async fn book_appointment(
+    pool: &DbPool,
+    b: &NewBooking,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<BookOutcome, StoreError> {
+    match try_book(pool, b, id, now).await {
+        Err(e) if is_booking_race(&e) => {
+            let mut conn = pool.acquire().await?;
+            Ok(match appointment_by_key(&mut conn, b.org, &b.idempotency_key).await? {
+                Some(a) => BookOutcome::AlreadyBooked(a),
+                None => BookOutcome::Conflict,
+            })
+        }
+        other => other,
+    }
+}
+
+async fn try_book(pool: &DbPool, b: &NewBooking, id: Uuid, now: DateTime<Utc>) -> Result<BookOutcome, StoreError> {
+    // SQLite: BEGIN IMMEDIATE takes the write lock before the checks, so no other connection (or process)
+    // can book between them and the insert. Postgres: a plain transaction; the constraint closes the gap.
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    if let Some(a) = appointment_by_key(&mut tx, b.org, &b.idempotency_key).await? {
+        return Ok(BookOutcome::AlreadyBooked(a));
+    }
+    if slot_taken(&mut tx, b.org, b.starts_at, b.ends_at).await? {
+        return Ok(BookOutcome::Conflict);
+    }
+    if let Some(sid) = &b.call_sid {
+        // The call row may not have landed yet (it comes through the write queue): a placeholder, as the
+        // queue's own writes make; CallStarted fills it in later.
+        let mut known = HashSet::new();
+        ensure_call(&mut tx, &mut known, b.org, sid, now, now).await?;
+    }
+    let phone = (!b.phone.is_empty()).then_some(b.phone.as_str());
+    if let Some(phone) = phone {
+        upsert_contact_name(&mut tx, b.org, phone, &b.name, now).await?;
+    }
+    let a = insert_appointment(
+        &mut tx,
+        &AppointmentInsert {
+            id,
+            org: b.org,
+            call: b.call_sid.as_ref(),
+            phone,
+            patient_name: &b.name,
+            service: &b.service,
+            starts_at: b.starts_at,
+            ends_at: b.ends_at,
+            idempotency_key: &b.idempotency_key,
+            rescheduled_from: None,
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(BookOutcome::Booked(a))
+}
+
+/// Creates the contact, or sets its name (an empty name keeps the stored one). Uses the contacts'
+/// last-writer-wins clock like `WriteOp::Contact`, with `now` as this write's time.
+async fn upsert_contact_name(conn: &mut Conn, org: OrgId, phone: &str, name: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let name = (!name.is_empty()).then_some(name);
+    let res = sqlx::query(
+        "INSERT INTO contacts (org_id, phone, name, updated_at, created_at) VALUES ($1, $2, $3, $4, $4) \
+         ON CONFLICT (org_id, phone) DO UPDATE SET name = COALESCE(excluded.name, contacts.name), \
+           updated_at = excluded.updated_at \
+         WHERE contacts.updated_at < excluded.updated_at",
+    )
+    .bind(org)
+    .bind(phone)
+    .bind(name)
+    .bind(DbTime(now))
+    .execute(&mut *conn)
+    .await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => Err(StoreError::NotFound("organisation")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn reschedule_appointment(
+    pool: &DbPool,
+    org: OrgId,
+    old_id: Uuid,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    key: &str,
+    new_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<BookOutcome, StoreError> {
+    match try_reschedule(pool, org, old_id, starts_at, ends_at, key, new_id, now).await {
+        Err(e) if is_booking_race(&e) => {
+            let mut conn = pool.acquire().await?;
+            Ok(match appointment_by_key(&mut conn, org, key).await? {
+                Some(a) => BookOutcome::AlreadyBooked(a),
+                None => BookOutcome::Conflict,
+            })
+        }
+        other => other,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn try_reschedule(
+    pool: &DbPool,
+    org: OrgId,
+    old_id: Uuid,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    key: &str,
+    new_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<BookOutcome, StoreError> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    if let Some(a) = appointment_by_key(&mut tx, org, key).await? {
+        return Ok(BookOutcome::AlreadyBooked(a));
+    }
+    let old = appointment_by_id(&mut tx, org, old_id).await?.ok_or(StoreError::NotFound("appointment"))?;
+    // Cancel first, so the old slot does not conflict with the new one. `status = 'booked'` in the WHERE (not
+    // only the check above) makes two concurrent moves of one appointment serialise on its row: the second
+    // finds it cancelled.
+    let res = sqlx::query(
+        "UPDATE appointments SET status = 'cancelled', updated_at = $3 WHERE org_id = $1 AND id = $2 AND status = 'booked'",
+    )
+    .bind(org)
+    .bind(old_id)
+    .bind(DbTime(now))
+    .execute(&mut *tx)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound("booked appointment"));
+    }
+    if slot_taken(&mut tx, org, starts_at, ends_at).await? {
+        // Dropping the transaction rolls the cancellation back.
+        return Ok(BookOutcome::Conflict);
+    }
+    let a = insert_appointment(
+        &mut tx,
+        &AppointmentInsert {
+            id: new_id,
+            org,
+            call: old.call.as_ref(),
+            phone: old.phone.as_deref(),
+            patient_name: &old.patient_name,
+            service: &old.service,
+            starts_at,
+            ends_at,
+            idempotency_key: key,
+            rescheduled_from: Some(old.id),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(BookOutcome::Booked(a))
+}
+
+pub(super) async fn cancel_appointment(
+    pool: &DbPool,
+    org: OrgId,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<Appointment>, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE appointments SET status = 'cancelled', updated_at = $3 WHERE org_id = $1 AND id = $2 AND status = 'booked'",
+    )
+    .bind(org)
+    .bind(id)
+    .bind(DbTime(now))
+    .execute(&mut *tx)
+    .await?;
+    let a = appointment_by_id(&mut tx, org, id).await?;
+    tx.commit().await?;
+    Ok(a)
+}
+
+pub(super) async fn get_appointment(pool: &DbPool, org: OrgId, id: Uuid) -> Result<Option<Appointment>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    appointment_by_id(&mut conn, org, id).await
+}
+
+pub(super) async fn busy_intervals(
+    pool: &DbPool,
+    org: OrgId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+    let rows: Vec<(DbTime, DbTime)> = sqlx::query_as(
+        "SELECT starts_at, ends_at FROM appointments WHERE org_id = $1 AND status = 'booked' \
+         AND starts_at < $3 AND ends_at > $2 ORDER BY starts_at",
+    )
+    .bind(org)
+    .bind(DbTime(from))
+    .bind(DbTime(to))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(s, e)| (s.0, e.0)).collect())
+}
+
+pub(super) async fn upcoming_appointments(
+    pool: &DbPool,
+    org: OrgId,
+    phone: &str,
+    from: DateTime<Utc>,
+) -> Result<Vec<Appointment>, StoreError> {
+    let rows: Vec<AppointmentRow> = sqlx::query_as(select_appointments!("WHERE org_id = $1 AND contact_phone = $2 \
+         AND status = 'booked' AND starts_at >= $3 ORDER BY starts_at, id"))
+    .bind(org)
+    .bind(phone)
+    .bind(DbTime(from))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Appointment::from).collect())
 }
 
 pub(super) async fn list_appointments(
@@ -788,28 +1318,142 @@ pub(super) async fn list_appointments(
     org: OrgId,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Vec<AppointmentRecord>, StoreError> {
-    let rows: Vec<AppointmentRow> = sqlx::query_as(
-        "SELECT id, org_id, call_sid, contact_phone, starts_at, duration_min, reason, status, updated_at \
-         FROM appointments WHERE org_id = $1 AND starts_at >= $2 AND starts_at < $3 ORDER BY starts_at, id",
-    )
+) -> Result<Vec<Appointment>, StoreError> {
+    let rows: Vec<AppointmentRow> = sqlx::query_as(select_appointments!("WHERE org_id = $1 AND starts_at >= $2 AND starts_at < $3 \
+         ORDER BY starts_at, id"))
     .bind(org)
     .bind(DbTime(from))
     .bind(DbTime(to))
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| AppointmentRecord {
+    Ok(rows.into_iter().map(Appointment::from).collect())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Callback requests.
+
+/// `SELECT <every CallbackRow column> FROM callback_requests <rest>`, as one static string.
+macro_rules! select_callbacks {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, org_id, call_sid, name, phone, reason, urgent, status, idempotency_key, created_at, \
+             updated_at FROM callback_requests ",
+            $rest
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct CallbackRow {
+    id: Uuid,
+    org_id: OrgId,
+    call_sid: Option<CallSid>,
+    name: String,
+    phone: String,
+    reason: String,
+    urgent: bool,
+    status: String,
+    idempotency_key: String,
+    created_at: DbTime,
+    updated_at: DbTime,
+}
+
+impl From<CallbackRow> for CallbackRequest {
+    fn from(r: CallbackRow) -> Self {
+        CallbackRequest {
             org: r.org_id,
             id: r.id,
             call: r.call_sid,
-            contact_phone: r.contact_phone,
-            starts_at: r.starts_at.0,
-            duration_min: r.duration_min,
+            name: r.name,
+            phone: r.phone,
             reason: r.reason,
+            urgent: r.urgent,
             status: r.status,
+            idempotency_key: r.idempotency_key,
+            created_at: r.created_at.0,
             updated_at: r.updated_at.0,
-        })
-        .collect())
+        }
+    }
+}
+
+pub(super) async fn take_message(
+    pool: &DbPool,
+    m: &NewCallback,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<CallbackRequest, StoreError> {
+    let mut tx = pool.begin().await?;
+    if let Some(sid) = &m.call_sid {
+        let mut known = HashSet::new();
+        ensure_call(&mut tx, &mut known, m.org, sid, now, now).await?;
+    }
+    let res = sqlx::query(
+        "INSERT INTO callback_requests (id, org_id, call_sid, name, phone, reason, urgent, status, idempotency_key, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $9) \
+         ON CONFLICT (org_id, idempotency_key) DO NOTHING",
+    )
+    .bind(id)
+    .bind(m.org)
+    .bind(&m.call_sid)
+    .bind(&m.name)
+    .bind(&m.phone)
+    .bind(&m.reason)
+    .bind(m.urgent)
+    .bind(&m.idempotency_key)
+    .bind(DbTime(now))
+    .execute(&mut *tx)
+    .await;
+    match res {
+        Ok(_) => {}
+        Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => {
+            return Err(match &m.call_sid {
+                Some(sid) => StoreError::OrgMismatch { sid: sid.clone() },
+                None => StoreError::NotFound("organisation"),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let row: CallbackRow = sqlx::query_as(select_callbacks!("WHERE org_id = $1 AND idempotency_key = $2"))
+    .bind(m.org)
+    .bind(&m.idempotency_key)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+pub(super) async fn list_callbacks(
+    pool: &DbPool,
+    org: OrgId,
+    open_only: bool,
+) -> Result<Vec<CallbackRequest>, StoreError> {
+    let sql = if open_only {
+        select_callbacks!("WHERE org_id = $1 AND status = 'open' ORDER BY urgent DESC, created_at, id")
+    } else {
+        select_callbacks!("WHERE org_id = $1 ORDER BY urgent DESC, created_at, id")
+    };
+    let rows: Vec<CallbackRow> = sqlx::query_as(sql).bind(org).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(CallbackRequest::from).collect())
+}
+
+pub(super) async fn complete_callback(
+    pool: &DbPool,
+    org: OrgId,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<CallbackRequest>, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE callback_requests SET status = 'done', updated_at = $3 WHERE org_id = $1 AND id = $2 AND status = 'open'")
+        .bind(org)
+        .bind(id)
+        .bind(DbTime(now))
+        .execute(&mut *tx)
+        .await?;
+    let row: Option<CallbackRow> = sqlx::query_as(select_callbacks!("WHERE org_id = $1 AND id = $2"))
+    .bind(org)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.map(CallbackRequest::from))
 }

@@ -14,6 +14,10 @@ pub enum StoreError {
     /// A referenced row (assistant, organisation) does not exist in this organisation.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// [`Store::set_org_numbers`](crate::Store::set_org_numbers): this number (E.164) answers for another
+    /// organisation. Nothing was changed. Never retried.
+    #[error("phone number {0} belongs to another organisation")]
+    NumberTaken(String),
     /// An argument that cannot be stored safely (e.g. a call sid that is not a file name).
     #[error("invalid {0}")]
     InvalidInput(&'static str),
@@ -39,6 +43,7 @@ impl StoreError {
             StoreError::Migrate(_)
             | StoreError::OrgMismatch { .. }
             | StoreError::NotFound(_)
+            | StoreError::NumberTaken(_)
             | StoreError::InvalidInput(_)
             | StoreError::UnsupportedUrl
             | StoreError::Spill(_)

@@ -21,8 +21,12 @@
 //! | `turns` | `(call_sid, seq)` | role, text, heard text, interrupted, media start/end, latency per stage |
 //! | `call_events` | `(call_sid, seq)` | start, dtmf, barge-in, transfer, error…, `detail` JSON |
 //! | `recordings` | `call_sid` | location, channels, sample rate, duration, sha256 |
+//! | `organisations` (0002) | unique `slug` | the clinic config's key ([`Store::upsert_org`], [`Store::org_by_slug`]) |
 //! | `contacts` | `(org_id, phone)` | name, email, notes |
-//! | `appointments` | `id` | call, contact, start, duration, reason, status |
+//! | `appointments` | `id`; unique `(org_id, idempotency_key)` | call, contact, patient name, service, `[starts_at, ends_at)`, status `booked`/`cancelled`, `rescheduled_from` |
+//! | `clinics` | `org_id` | the clinic config JSON, exactly as given, and its SHA-256 |
+//! | `knowledge_chunks` | `(org_id, id)` | title, text, `text_sha256`, embedding model, embedding (f32 LE bytes), `dims` |
+//! | `callback_requests` | `id`; unique `(org_id, idempotency_key)` | call, name, phone, reason, urgent, status `open`/`done` |
 //!
 //! **Invariant: every tenant row has `org_id NOT NULL` with a foreign key, and child rows reference their
 //! parent through `(org_id, parent_key)`**, so a turn can never hang off another organisation's call, nor a
@@ -40,7 +44,13 @@
 //! - `CallEnded`: the first one sets ended-at, reason and duration (and status `completed` unless already
 //!   terminal).
 //! - `Turn`, `Event`: keyed by `(sid, seq)`; `Recording` by `sid`; the first write wins.
-//! - `Contact`, `Appointment`: last writer wins by the record's own `updated_at`.
+//! - `Contact`: last writer wins by the record's own `updated_at`.
+//!
+//! Bookings and callback requests are not `WriteOp`s: the receptionist needs their outcome before it
+//! speaks, so they are written synchronously, each keyed by an idempotency key the caller makes (the same
+//! key again returns the first result). (Migration 0002 removed `WriteOp::Appointment`, a last-writer-wins
+//! booking nothing used, which could not honour the no-overlap rule below: the queue would have parked a
+//! refused booking in the rejected file after the caller was told it was booked.)
 //!
 //! Each [`Store::apply_batch`] is one transaction (multi-row changes land together or not at all).
 //!
@@ -49,8 +59,25 @@
 //! org known, `placeholder = true`, status `unknown` (or the callback's), `started_at` the earliest time seen,
 //! from/to empty. `CallStarted` later fills it in. Nothing is lost and no foreign key is violated.
 //!
+//! [`Store::book_appointment`], [`Store::reschedule_appointment`] and [`Store::take_message`] use the same
+//! mechanism when they name a call: they run while the call is live, before its `CallStarted` (queued) may
+//! have landed, so they insert the placeholder in their own transaction (a no-op if the row exists).
+//!
 //! A write naming a call that belongs to another organisation fails with [`StoreError::OrgMismatch`] and
 //! changes nothing.
+//!
+//! # Appointments
+//! **Invariant: the database refuses two overlapping `booked` appointments of one organisation** (one
+//! schedule per clinic; a clinic with several chairs would add a resource column to the rule). Intervals are
+//! half-open, so back-to-back slots do not conflict; cancelled appointments do not count. Postgres: an
+//! exclusion constraint, `EXCLUDE USING gist (org_id WITH =, tstzrange(starts_at, ends_at) WITH &&) WHERE
+//! (status = 'booked')` (extension `btree_gist`). SQLite: `BEFORE INSERT`/`BEFORE UPDATE` triggers with the
+//! same rule (`RAISE(ABORT, 'appointments_no_overlap')`). Booking runs in one transaction (SQLite: `BEGIN
+//! IMMEDIATE`, so the write lock is held from the first check): key seen? → slot free? → placeholder call,
+//! contact → insert. A concurrent booking that slips between the check and the insert (Postgres, read
+//! committed) is refused by the constraint or the key's unique index, and the outcome is read again:
+//! `AlreadyBooked` if the key committed, else `Conflict`. A reschedule cancels the old appointment and books a
+//! new one (`rescheduled_from`) in one transaction, so the old slot does not conflict with the new.
 //!
 //! # Write path
 //! [`WriteQueue::submit`] never awaits: a bounded channel to one writer task, which commits in batches and
@@ -68,7 +95,6 @@
 //! # Tests
 //! `storage::testing::PgCluster` (feature `testing`) starts a throwaway Postgres from the machine's
 //! `initdb`/`pg_ctl`, or uses `VOXANNE_TEST_DATABASE_URL`.
-//! Voxanne's call metadata store (design doc below is filled in with the implementation).
 
 mod error;
 mod ids;
@@ -83,8 +109,9 @@ mod time;
 pub use error::StoreError;
 pub use ids::{AssistantId, CallSid, OrgId};
 pub use model::{
-    AppointmentRecord, Assistant, CallQuery, CallSummary, ContactRecord, EventRecord, NewAssistant,
-    RecordingRecord, TurnLatency, TurnRecord, WriteOp,
+    APPOINTMENT_BOOKED, APPOINTMENT_CANCELLED, Appointment, Assistant, BookOutcome, CallQuery,
+    CallSummary, CallbackRequest, ContactRecord, EventRecord, KnowledgeChunk, NewAssistant,
+    NewBooking, NewCallback, RecordingRecord, TurnLatency, TurnRecord, WriteOp,
 };
 pub use queue::{QueueConfig, QueueStats, WriteQueue};
 pub use recording::{
@@ -92,5 +119,5 @@ pub use recording::{
 };
 pub use store::{
     DEFAULT_ASSISTANT_ID, DEFAULT_ORG_ID, DEFAULT_PAGE, MAX_PAGE, SQLITE_FILE_NAME, Store,
-    StoreOptions,
+    StoreOptions, sha256_hex,
 };

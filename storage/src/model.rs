@@ -78,8 +78,8 @@ pub enum WriteOp {
     Recording(RecordingRecord),
     /// A caller's contact details; `(org, phone)` is the key, the newest `updated_at` wins.
     Contact(ContactRecord),
-    /// A booking; `id` (chosen by the writer) is the key, the newest `updated_at` wins.
-    Appointment(AppointmentRecord),
+    // Bookings are not write-queue ops: they must be refused when the slot is taken, which an asynchronous,
+    // last-writer-wins write cannot do. See `Store::book_appointment`.
 }
 
 impl WriteOp {
@@ -93,7 +93,6 @@ impl WriteOp {
             WriteOp::Event(e) => e.org,
             WriteOp::Recording(r) => r.org,
             WriteOp::Contact(c) => c.org,
-            WriteOp::Appointment(a) => a.org,
         }
     }
 
@@ -107,7 +106,6 @@ impl WriteOp {
             WriteOp::Event(e) => Some(&e.sid),
             WriteOp::Recording(r) => Some(&r.sid),
             WriteOp::Contact(_) => None,
-            WriteOp::Appointment(a) => a.call.as_ref(),
         }
     }
 
@@ -121,7 +119,6 @@ impl WriteOp {
             WriteOp::Event(_) => "event",
             WriteOp::Recording(_) => "recording",
             WriteOp::Contact(_) => "contact",
-            WriteOp::Appointment(_) => "appointment",
         }
     }
 }
@@ -202,24 +199,130 @@ pub struct ContactRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A booking made (or changed) by the agent or staff.
+/// An appointment. Booked synchronously ([`Store::book_appointment`](crate::Store::book_appointment)), so the
+/// caller hears "booked" only once the database has it; the database refuses overlapping bookings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppointmentRecord {
+pub struct Appointment {
     pub org: OrgId,
-    /// Chosen by the writer when the booking is first made, so retries and replays hit the same row.
     pub id: Uuid,
     /// The call during which it was booked, if any.
     pub call: Option<CallSid>,
-    /// The contact it is for (E.164), if known. A contact row is created if missing.
-    pub contact_phone: Option<String>,
+    /// The contact it is for (E.164), if the caller's number was known.
+    pub phone: Option<String>,
+    /// The name the caller gave; empty for bookings made before names were kept.
+    pub patient_name: String,
+    /// What it is for ("cleaning", "consultation", ...), as the clinic config names its services.
+    pub service: String,
+    /// The slot, half-open: `[starts_at, ends_at)`, so back-to-back slots do not overlap.
     pub starts_at: DateTime<Utc>,
-    pub duration_min: i32,
-    /// What it is for ("cleaning", "consultation", ...).
-    pub reason: String,
-    /// `"booked"`, `"cancelled"`, ...
+    pub ends_at: DateTime<Utc>,
+    /// `"booked"` or `"cancelled"`.
     pub status: String,
-    /// Last-writer-wins clock.
+    /// The key of the request that created it (a booking or a reschedule); `None` for rows older than keys.
+    pub idempotency_key: Option<String>,
+    /// For a reschedule: the appointment it replaced (now cancelled).
+    pub rescheduled_from: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Appointment {
+    /// `status == "booked"`.
+    pub fn is_booked(&self) -> bool {
+        self.status == APPOINTMENT_BOOKED
+    }
+}
+
+/// [`Appointment::status`] of a live booking: the only status the no-overlap rule applies to.
+pub const APPOINTMENT_BOOKED: &str = "booked";
+/// [`Appointment::status`] once cancelled (or replaced by a reschedule); its slot is free again.
+pub const APPOINTMENT_CANCELLED: &str = "cancelled";
+
+/// What [`Store::book_appointment`](crate::Store::book_appointment) needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewBooking {
+    pub org: OrgId,
+    /// Made by the caller from the call and what is booked: the same key again returns the first result
+    /// ([`BookOutcome::AlreadyBooked`]) and never books twice. Unique per organisation.
+    pub idempotency_key: String,
+    /// The call it is booked in. Its row need not exist yet (see the crate docs, "Placeholders").
+    pub call_sid: Option<CallSid>,
+    /// The caller's number (E.164); the contact row is created or its name updated. Empty: no contact.
+    pub phone: String,
+    /// The patient's name as given; empty keeps the contact's stored name.
+    pub name: String,
+    pub service: String,
+    /// `[starts_at, ends_at)`; `ends_at` must be later than `starts_at`.
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+/// What a booking or reschedule came to. A taken slot is an answer, not an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "appointment", rename_all = "snake_case")]
+pub enum BookOutcome {
+    /// Booked now.
+    Booked(Appointment),
+    /// The idempotency key was seen before: this is what that request created (as it is now: it may have
+    /// been cancelled since). Nothing new was booked.
+    AlreadyBooked(Appointment),
+    /// The slot overlaps a booked appointment of the organisation. Nothing changed.
+    Conflict,
+}
+
+impl BookOutcome {
+    /// The appointment, unless the slot was taken.
+    pub fn appointment(&self) -> Option<&Appointment> {
+        match self {
+            BookOutcome::Booked(a) | BookOutcome::AlreadyBooked(a) => Some(a),
+            BookOutcome::Conflict => None,
+        }
+    }
+}
+
+/// A message the receptionist took for staff to call back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackRequest {
+    pub org: OrgId,
+    pub id: Uuid,
+    /// The call it was taken in, if any.
+    pub call: Option<CallSid>,
+    pub name: String,
+    pub phone: String,
+    pub reason: String,
+    pub urgent: bool,
+    /// `"open"` or `"done"`.
+    pub status: String,
+    pub idempotency_key: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What [`Store::take_message`](crate::Store::take_message) needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCallback {
+    pub org: OrgId,
+    /// The same key again returns the message first stored with it. Unique per organisation.
+    pub idempotency_key: String,
+    /// The call it is taken in. Its row need not exist yet (see the crate docs, "Placeholders").
+    pub call_sid: Option<CallSid>,
+    pub name: String,
+    pub phone: String,
+    pub reason: String,
+    pub urgent: bool,
+}
+
+/// One chunk of a clinic's knowledge with its embedding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KnowledgeChunk {
+    /// Chosen by the caller, stable across edits (e.g. the section's path); `(org, id)` is the key.
+    pub id: String,
+    pub title: String,
+    pub text: String,
+    /// The embedding model's name: a chunk embedded by another model must be embedded again.
+    pub model: String,
+    /// Stored as f32 little-endian bytes; its length is the `dims` column.
+    pub embedding: Vec<f32>,
 }
 
 /// Dashboard call list query. Results are newest first.

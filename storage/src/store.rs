@@ -5,6 +5,7 @@
 //! is written in the dialect the two share (`$n` parameters, `ON CONFLICT ... DO UPDATE ... WHERE`,
 //! `RETURNING`), so there is one implementation to read and test, type-checked against each driver.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -21,8 +22,9 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::ids::{AssistantId, CallSid, OrgId};
 use crate::model::{
-    AppointmentRecord, Assistant, CallQuery, CallSummary, ContactRecord, EventRecord, NewAssistant,
-    RecordingRecord, TurnRecord, WriteOp,
+    Appointment, Assistant, BookOutcome, CallQuery, CallSummary, CallbackRequest, ContactRecord,
+    EventRecord, KnowledgeChunk, NewAssistant, NewBooking, NewCallback, RecordingRecord,
+    TurnRecord, WriteOp,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -238,17 +240,11 @@ impl Store {
     /// [`DEFAULT_ASSISTANT_ID`]) and returns them; for one-box setups and the demo. An existing default
     /// assistant is left as it is (staff may have edited it).
     pub async fn ensure_default_org(&self) -> Result<(OrgId, AssistantId), StoreError> {
-        let assistant = NewAssistant {
-            name: "Reception".to_owned(),
-            greeting: "Hello, thank you for calling. How can I help you today?".to_owned(),
-            voice: "default".to_owned(),
-            transfer_number: None,
-            settings: serde_json::json!({}),
-        };
-        dispatch_write!(self, ensure_default_org(&assistant, Utc::now()))?;
+        dispatch_write!(self, ensure_default_org(&default_assistant(), Utc::now()))?;
         Ok((DEFAULT_ORG_ID, DEFAULT_ASSISTANT_ID))
     }
 
+    /// Creates an organisation without a slug and without assistants.
     pub async fn create_org(&self, name: &str) -> Result<OrgId, StoreError> {
         let id = OrgId::new();
         dispatch_write!(self, create_org(id, name, Utc::now()))?;
@@ -390,14 +386,229 @@ impl Store {
         dispatch!(self, get_contact(org, phone))
     }
 
-    /// The org's appointments starting in `[from, to)`, earliest first.
+    /// The org's appointments (booked and cancelled) starting in `[from, to)`, earliest first.
     pub async fn list_appointments(
         &self,
         org: OrgId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<AppointmentRecord>, StoreError> {
+    ) -> Result<Vec<Appointment>, StoreError> {
         dispatch!(self, list_appointments(org, from, to))
+    }
+
+    // ---- organisations by slug, clinic config, phone numbers ----
+
+    /// The organisation with this slug (the clinic config's key), if any.
+    pub async fn org_by_slug(&self, slug: &str) -> Result<Option<OrgId>, StoreError> {
+        dispatch!(self, org_by_slug(slug))
+    }
+
+    /// The organisation with this slug, created (with a default assistant) if missing; its name is set to
+    /// `name` either way. An existing org that has no assistant gets the default one. Safe to run
+    /// concurrently for the same slug: one org results. `InvalidInput` for an empty slug.
+    pub async fn upsert_org(&self, slug: &str, name: &str) -> Result<OrgId, StoreError> {
+        if slug.trim().is_empty() {
+            return Err(StoreError::InvalidInput("organisation slug"));
+        }
+        dispatch_write!(
+            self,
+            upsert_org(
+                OrgId::new(),
+                slug,
+                name,
+                AssistantId::new(),
+                &default_assistant(),
+                Utc::now()
+            )
+        )
+    }
+
+    /// The org's default assistant: its first (oldest) one. `None` if it has none (or no such org).
+    pub async fn org_assistant(&self, org: OrgId) -> Result<Option<AssistantId>, StoreError> {
+        dispatch!(self, org_assistant(org))
+    }
+
+    /// Stores the clinic's configuration (JSON text, kept exactly as given). Returns whether anything
+    /// changed: `false` when the stored text has the same SHA-256 (nothing is written). `InvalidInput` if it
+    /// is not JSON, `NotFound("organisation")` if `org` does not exist.
+    pub async fn put_clinic(&self, org: OrgId, config_json: &str) -> Result<bool, StoreError> {
+        if serde_json::from_str::<serde::de::IgnoredAny>(config_json).is_err() {
+            return Err(StoreError::InvalidInput("clinic config (not JSON)"));
+        }
+        let sha = sha256_hex(config_json.as_bytes());
+        dispatch_write!(self, put_clinic(org, config_json, &sha, Utc::now()))
+    }
+
+    /// The clinic's configuration as it was given to [`Store::put_clinic`].
+    pub async fn get_clinic(&self, org: OrgId) -> Result<Option<String>, StoreError> {
+        dispatch!(self, get_clinic(org))
+    }
+
+    /// Makes the org's phone numbers exactly `numbers` (E.164), all answered by `assistant`: missing ones are
+    /// added, ones not listed are released. One transaction: if a number answers for another organisation
+    /// the result is `NumberTaken(number)` and nothing changes (unlike [`Store::assign_number`], which moves
+    /// it). `NotFound("assistant")` if the assistant is not `org`'s.
+    pub async fn set_org_numbers(
+        &self,
+        org: OrgId,
+        assistant: AssistantId,
+        numbers: &[String],
+    ) -> Result<(), StoreError> {
+        if numbers.iter().any(|n| n.trim().is_empty()) {
+            return Err(StoreError::InvalidInput("phone number"));
+        }
+        dispatch_write!(self, set_org_numbers(org, assistant, numbers, Utc::now()))
+    }
+
+    // ---- knowledge ----
+
+    /// For each of the org's knowledge chunks: `id -> (text_sha256, model)`, so a caller re-embeds only the
+    /// chunks whose text ([`sha256_hex`] of it) or embedding model changed.
+    pub async fn knowledge_index(
+        &self,
+        org: OrgId,
+    ) -> Result<HashMap<String, (String, String)>, StoreError> {
+        dispatch!(self, knowledge_index(org))
+    }
+
+    /// Makes the org's knowledge exactly `chunks`, in one transaction: chunks whose id is not listed are
+    /// deleted, the others inserted or updated (an unchanged chunk is left as it is). The text's SHA-256 is
+    /// computed here. `InvalidInput` if two chunks share an id, `NotFound("organisation")` if `org` does not
+    /// exist.
+    pub async fn replace_knowledge(
+        &self,
+        org: OrgId,
+        chunks: &[KnowledgeChunk],
+    ) -> Result<(), StoreError> {
+        let mut ids = HashSet::new();
+        if !chunks.iter().all(|c| ids.insert(c.id.as_str())) {
+            return Err(StoreError::InvalidInput("knowledge chunk ids (duplicate)"));
+        }
+        dispatch_write!(self, replace_knowledge(org, chunks, Utc::now()))
+    }
+
+    /// The org's knowledge chunks with their embeddings, by id.
+    pub async fn list_knowledge(&self, org: OrgId) -> Result<Vec<KnowledgeChunk>, StoreError> {
+        dispatch!(self, list_knowledge(org))
+    }
+
+    // ---- appointments (synchronous: the caller is told "booked" only once it is) ----
+
+    /// Books `[starts_at, ends_at)`, in one transaction that also creates or names the contact and, when
+    /// the booking names a call whose row has not landed yet (call rows come through the write queue), makes
+    /// the placeholder call row the queue's own writes would make. The database refuses overlapping booked
+    /// appointments of one organisation (see the crate docs, "Appointments"), so of any number of
+    /// concurrent bookings of a slot, from any number of processes, exactly one is `Booked` and the others
+    /// get `Conflict`. The same idempotency key again returns `AlreadyBooked` with the first result.
+    /// Errors: `InvalidInput` for an empty interval or key, `OrgMismatch` if the call is another org's.
+    pub async fn book_appointment(&self, b: &NewBooking) -> Result<BookOutcome, StoreError> {
+        check_interval(b.starts_at, b.ends_at)?;
+        if b.idempotency_key.is_empty() {
+            return Err(StoreError::InvalidInput("idempotency key"));
+        }
+        dispatch_write!(self, book_appointment(b, Uuid::new_v4(), Utc::now()))
+    }
+
+    /// Moves a booked appointment to `[starts_at, ends_at)`, in one transaction: the old appointment is
+    /// cancelled and a new one (same call, contact, name and service; `rescheduled_from` = the old id) is
+    /// booked in its place, so the old slot does not conflict with the new one and the history stays. A
+    /// taken slot is `Conflict` and leaves the old appointment booked. The same idempotency key again
+    /// returns `AlreadyBooked` with the appointment that request made. `NotFound("appointment")` if there is
+    /// no such appointment in `org`, `NotFound("booked appointment")` if it is already cancelled (or moved).
+    pub async fn reschedule_appointment(
+        &self,
+        org: OrgId,
+        appointment_id: Uuid,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        idempotency_key: &str,
+    ) -> Result<BookOutcome, StoreError> {
+        check_interval(starts_at, ends_at)?;
+        if idempotency_key.is_empty() {
+            return Err(StoreError::InvalidInput("idempotency key"));
+        }
+        dispatch_write!(
+            self,
+            reschedule_appointment(
+                org,
+                appointment_id,
+                starts_at,
+                ends_at,
+                idempotency_key,
+                Uuid::new_v4(),
+                Utc::now()
+            )
+        )
+    }
+
+    /// Cancels an appointment (idempotent: cancelling a cancelled one changes nothing) and returns it;
+    /// `None` if there is no such appointment in `org`.
+    pub async fn cancel_appointment(
+        &self,
+        org: OrgId,
+        appointment_id: Uuid,
+    ) -> Result<Option<Appointment>, StoreError> {
+        dispatch_write!(self, cancel_appointment(org, appointment_id, Utc::now()))
+    }
+
+    pub async fn get_appointment(
+        &self,
+        org: OrgId,
+        appointment_id: Uuid,
+    ) -> Result<Option<Appointment>, StoreError> {
+        dispatch!(self, get_appointment(org, appointment_id))
+    }
+
+    /// `[start, end)` of the org's booked appointments that overlap `[from, to)`, earliest first: what the
+    /// availability search must avoid.
+    pub async fn busy_intervals(
+        &self,
+        org: OrgId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+        dispatch!(self, busy_intervals(org, from, to))
+    }
+
+    /// The contact's booked appointments starting at or after `from`, soonest first.
+    pub async fn upcoming_appointments(
+        &self,
+        org: OrgId,
+        phone: &str,
+        from: DateTime<Utc>,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        dispatch!(self, upcoming_appointments(org, phone, from))
+    }
+
+    // ---- callback requests ----
+
+    /// Stores a message for staff to call back (status `open`). The same idempotency key again returns the
+    /// message first stored with it, unchanged. A call whose row has not landed yet gets a placeholder, as
+    /// in [`Store::book_appointment`]. `OrgMismatch` if the call is another org's.
+    pub async fn take_message(&self, m: &NewCallback) -> Result<CallbackRequest, StoreError> {
+        if m.idempotency_key.is_empty() {
+            return Err(StoreError::InvalidInput("idempotency key"));
+        }
+        dispatch_write!(self, take_message(m, Uuid::new_v4(), Utc::now()))
+    }
+
+    /// The org's callback requests (only `open` ones if `open_only`), urgent first, then oldest first.
+    pub async fn list_callbacks(
+        &self,
+        org: OrgId,
+        open_only: bool,
+    ) -> Result<Vec<CallbackRequest>, StoreError> {
+        dispatch!(self, list_callbacks(org, open_only))
+    }
+
+    /// Marks a callback request `done` (idempotent) and returns it; `None` if there is no such request in
+    /// `org`.
+    pub async fn complete_callback(
+        &self,
+        org: OrgId,
+        id: Uuid,
+    ) -> Result<Option<CallbackRequest>, StoreError> {
+        dispatch_write!(self, complete_callback(org, id, Utc::now()))
     }
 }
 
@@ -418,13 +629,50 @@ pub(crate) fn status_rank(status: &str) -> i32 {
 const RANK_IN_PROGRESS: i32 = 4;
 const RANK_TERMINAL: i32 = 5;
 
+/// A default assistant for a new organisation ([`Store::ensure_default_org`], [`Store::upsert_org`]).
+fn default_assistant() -> NewAssistant {
+    NewAssistant {
+        name: "Reception".to_owned(),
+        greeting: "Hello, thank you for calling. How can I help you today?".to_owned(),
+        voice: "default".to_owned(),
+        transfer_number: None,
+        settings: serde_json::json!({}),
+    }
+}
+
+/// Lower-case hex SHA-256 of `bytes`: the clinic config's `config_sha256` and a knowledge chunk's
+/// `text_sha256` (hash the chunk's text with it to compare against [`Store::knowledge_index`]).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn check_interval(starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> Result<(), StoreError> {
+    if ends_at > starts_at {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(
+            "appointment interval (ends_at must be after starts_at)",
+        ))
+    }
+}
+
 mod sqlite_impl {
     type Db = sqlx::Sqlite;
+    /// Opens a booking transaction. IMMEDIATE takes SQLite's write lock at once, so the overlap check and
+    /// the insert see no other writer in between (another connection, or another process, waits on the
+    /// busy timeout). A deferred transaction would read first and could fail to upgrade to a writer.
+    const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
     include!("backend.rs");
 }
 
 mod postgres_impl {
     type Db = sqlx::Postgres;
+    /// A plain transaction: the exclusion constraint and unique index settle races with row locks.
+    const BEGIN_WRITE: &str = "BEGIN";
     include!("backend.rs");
 }
 

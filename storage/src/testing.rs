@@ -181,7 +181,15 @@ impl PgCluster {
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
         let _ = conn.close().await;
-        with_database(&admin, &name)
+        let url = with_database(&admin, &name);
+        // The first backend of a new database builds its catalog caches (and the relcache init file), the
+        // slowest connection it will ever take; on a loaded machine that can exceed a pool's acquire timeout.
+        // Take it here, with no timeout, so the tests' pools only ever open ordinary connections.
+        let warm = sqlx::PgConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to new test database {name}: {e}"));
+        let _ = warm.close().await;
+        url
     }
 
     /// Starts the server (after [`PgCluster::stop`]); waits until it accepts connections.

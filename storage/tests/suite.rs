@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use storage::{
-    AppointmentRecord, CallQuery, ContactRecord, NewAssistant, OrgId, QueueConfig, StoreError,
-    WriteOp, WriteQueue,
+    BookOutcome, CallQuery, ContactRecord, KnowledgeChunk, NewAssistant, NewBooking, NewCallback,
+    OrgId, QueueConfig, StoreError, WriteOp, WriteQueue,
 };
 
 backend_tests!(store, "multi_thread":
@@ -25,6 +25,15 @@ backend_tests!(store, "multi_thread":
     dashboard_paging,
     contacts_and_appointments,
     rejected_write_does_not_block_the_queue,
+    booking_lands_and_reads_back,
+    overlapping_bookings_conflict,
+    same_key_books_once,
+    concurrent_bookings_of_one_slot,
+    reschedule_and_cancel,
+    receptionist_data_is_isolated_per_org,
+    knowledge_replace_delete_and_hash,
+    slugs_clinic_config_and_numbers,
+    callback_requests,
 );
 
 // On a current-thread runtime, code that does not await keeps the writer task from running, which makes
@@ -61,6 +70,10 @@ async fn migrations_from_empty(db: TestDb) {
         "SELECT 1 FROM recordings",
         "SELECT 1 FROM contacts",
         "SELECT 1 FROM appointments",
+        "SELECT 1 FROM clinics",
+        "SELECT 1 FROM knowledge_chunks",
+        "SELECT 1 FROM callback_requests",
+        "SELECT slug FROM organisations",
     ] {
         db.raw(table)
             .await
@@ -569,20 +582,14 @@ async fn org_isolation(db: TestDb) {
                 notes: None,
                 updated_at: t(1),
             }),
-            WriteOp::Appointment(AppointmentRecord {
-                org: org_a,
-                id: uuid::Uuid::new_v4(),
-                call: Some(call.clone()),
-                contact_phone: Some(phone.into()),
-                starts_at: t(86_400),
-                duration_min: 30,
-                reason: "check-up".into(),
-                status: "booked".into(),
-                updated_at: t(1),
-            }),
         ])
         .await
         .unwrap();
+    let booked = store
+        .book_appointment(&booking(org_a, "iso-1", Some(&call), phone, t(86_400), 30))
+        .await
+        .unwrap();
+    assert!(matches!(booked, BookOutcome::Booked(_)), "{booked:?}");
     let a_view = (
         store.get_call(org_a, &call).await.unwrap(),
         store.list_turns(org_a, &call).await.unwrap(),
@@ -769,43 +776,21 @@ async fn contacts_and_appointments(db: TestDb) {
             updated_at: t(at),
         })
     };
-    let id = uuid::Uuid::new_v4();
-    let booking = |status: &str, starts: i64, at: i64| {
-        WriteOp::Appointment(AppointmentRecord {
-            org,
-            id,
-            call: Some(sid(5)),
-            contact_phone: Some(phone.into()),
-            starts_at: t(starts),
-            duration_min: 45,
-            reason: "cleaning".into(),
-            status: status.into(),
-            updated_at: t(at),
-        })
+    // Contacts: last writer wins, by the record's own clock; replays and stale updates change nothing.
+    let other = "+15550108888";
+    let other_contact = |name: &str, at: i64| match contact(name, at) {
+        WriteOp::Contact(c) => WriteOp::Contact(ContactRecord {
+            phone: other.into(),
+            ..c
+        }),
+        _ => unreachable!(),
     };
-    // Booked during a call whose CallStarted has not landed, for a contact not yet stored.
-    store.apply(&booking("booked", 10_000, 10)).await.unwrap();
-    assert_eq!(
-        store.get_contact(org, phone).await.unwrap().unwrap().name,
-        None
-    );
-    store.apply(&contact("Pat", 5)).await.unwrap();
+    store.apply(&other_contact("Pat", 5)).await.unwrap();
+    store.apply(&other_contact("Patricia", 20)).await.unwrap();
+    store.apply(&other_contact("Pat", 5)).await.unwrap();
     assert_eq!(
         store
-            .get_contact(org, phone)
-            .await
-            .unwrap()
-            .unwrap()
-            .name
-            .as_deref(),
-        Some("Pat")
-    );
-    // Last writer wins, by the record's own clock; replays and stale updates change nothing.
-    store.apply(&contact("Patricia", 20)).await.unwrap();
-    store.apply(&contact("Pat", 5)).await.unwrap();
-    assert_eq!(
-        store
-            .get_contact(org, phone)
+            .get_contact(org, other)
             .await
             .unwrap()
             .unwrap()
@@ -814,44 +799,124 @@ async fn contacts_and_appointments(db: TestDb) {
         Some("Patricia")
     );
 
-    store.apply(&booking("booked", 20_000, 30)).await.unwrap(); // rescheduled
-    store.apply(&booking("booked", 10_000, 10)).await.unwrap(); // stale replay
-    let list = store
-        .list_appointments(org, t(0), t(100_000))
+    // Booked during a call whose CallStarted has not landed, for a contact not yet stored: the booking makes
+    // both (a placeholder call, a contact with the name given).
+    let first = store
+        .book_appointment(&booking(org, "ca-1", Some(&sid(5)), phone, t(10_000), 45))
         .await
         .unwrap();
-    assert_eq!(list.len(), 1);
+    let BookOutcome::Booked(first) = first else {
+        panic!("{first:?}")
+    };
     assert_eq!(
-        (
-            list[0].starts_at,
-            list[0].status.as_str(),
-            list[0].call.clone()
-        ),
-        (t(20_000), "booked", Some(sid(5)))
+        store
+            .get_contact(org, phone)
+            .await
+            .unwrap()
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("Pat Doe")
+    );
+    let placeholder = store
+        .get_call(org, &sid(5))
+        .await
+        .unwrap()
+        .expect("placeholder call");
+    assert_eq!(placeholder.status, "unknown");
+    // The call's own writes land later, through the queue, and fill it in.
+    store
+        .apply(&call_started(org, &sid(5), t(9_000)))
+        .await
+        .unwrap();
+    let call = store.get_call(org, &sid(5)).await.unwrap().unwrap();
+    assert_eq!(
+        (call.status.as_str(), call.started_at),
+        ("in-progress", t(9_000))
+    );
+    // A later booking without a name keeps the stored one.
+    let mut nameless = booking(org, "ca-2", None, phone, t(20_000), 30);
+    nameless.name.clear();
+    booked(store.book_appointment(&nameless).await.unwrap());
+    assert_eq!(
+        store
+            .get_contact(org, phone)
+            .await
+            .unwrap()
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("Pat Doe")
     );
     store
-        .apply(&booking("cancelled", 20_000, 40))
+        .cancel_appointment(org, booked_id(store, org, "ca-2").await)
         .await
         .unwrap();
+    let list = store.list_appointments(org, t(0), t(15_000)).await.unwrap();
+    assert_eq!(list, vec![first.clone()]);
+    assert_eq!(
+        (
+            list[0].call.clone(),
+            list[0].phone.as_deref(),
+            list[0].ends_at
+        ),
+        (Some(sid(5)), Some(phone), t(10_000 + 45 * 60))
+    );
+    // [from, to) on the start.
+    assert!(
+        store
+            .list_appointments(org, t(0), t(10_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.cancel_appointment(org, first.id).await.unwrap();
     assert_eq!(
         store
             .list_appointments(org, t(0), t(100_000))
             .await
             .unwrap()[0]
             .status,
-        "cancelled"
+        "cancelled",
+        "cancelled appointments stay listed"
     );
-    assert!(
-        store
-            .list_appointments(org, t(0), t(20_000))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store.get_call(org, &sid(5)).await.unwrap().is_some(),
-        "the booking's call exists as a placeholder"
-    );
+}
+
+/// A booking request for `phone` of `minutes` from `start`, in `call` if any.
+fn booking(
+    org: OrgId,
+    key: &str,
+    call: Option<&storage::CallSid>,
+    phone: &str,
+    start: chrono::DateTime<chrono::Utc>,
+    minutes: i64,
+) -> NewBooking {
+    NewBooking {
+        org,
+        idempotency_key: key.into(),
+        call_sid: call.cloned(),
+        phone: phone.into(),
+        name: "Pat Doe".into(),
+        service: "cleaning".into(),
+        starts_at: start,
+        ends_at: start + chrono::Duration::minutes(minutes),
+    }
+}
+
+/// The id of the appointment booked with `key` (through the key's idempotency).
+async fn booked_id(store: &storage::Store, org: OrgId, key: &str) -> uuid::Uuid {
+    let any = booking(org, key, None, "", t(0), 1);
+    match store.book_appointment(&any).await.unwrap() {
+        BookOutcome::AlreadyBooked(a) => a.id,
+        other => panic!("{key} was not booked: {other:?}"),
+    }
+}
+
+fn booked(outcome: BookOutcome) -> storage::Appointment {
+    match outcome {
+        BookOutcome::Booked(a) => a,
+        other => panic!("expected Booked, got {other:?}"),
+    }
 }
 
 /// The writer gets no chance to run while 302 ops are submitted (current-thread runtime, no await), so the
@@ -1194,4 +1259,902 @@ async fn database_goes_away_mid_call(db: TestDb) {
     assert_eq!(seen, HashSet::from([call.clone(), call2.clone()]));
     drop(queue);
     writer.await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The receptionist's data: bookings (synchronous, no double-booking), knowledge, clinic config, numbers,
+// callback requests.
+
+async fn booking_lands_and_reads_back(db: TestDb) {
+    let store = &db.store;
+    let (org, _) = store.ensure_default_org().await.unwrap();
+    let phone = "+15550101234";
+    let call = sid(21);
+    let request = booking(org, "CA21:book:1", Some(&call), phone, t(3_600), 30);
+    let a = booked(store.book_appointment(&request).await.unwrap());
+    assert_eq!(
+        (
+            a.org,
+            a.call.clone(),
+            a.phone.as_deref(),
+            a.patient_name.as_str(),
+            a.service.as_str(),
+            a.starts_at,
+            a.ends_at,
+            a.status.as_str(),
+            a.idempotency_key.as_deref(),
+            a.rescheduled_from
+        ),
+        (
+            org,
+            Some(call.clone()),
+            Some(phone),
+            "Pat Doe",
+            "cleaning",
+            t(3_600),
+            t(3_600 + 1_800),
+            "booked",
+            Some("CA21:book:1"),
+            None
+        )
+    );
+    assert!(a.is_booked());
+    assert_eq!(
+        store.get_appointment(org, a.id).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.list_appointments(org, t(0), t(86_400)).await.unwrap(),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        store.upcoming_appointments(org, phone, t(0)).await.unwrap(),
+        vec![a.clone()]
+    );
+    // `from` is inclusive on the start; another phone sees nothing.
+    assert_eq!(
+        store
+            .upcoming_appointments(org, phone, t(3_600))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .upcoming_appointments(org, phone, t(3_601))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .upcoming_appointments(org, "+15550100000", t(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Busy intervals: anything overlapping [from, to), half-open on both sides.
+    assert_eq!(
+        store.busy_intervals(org, t(0), t(86_400)).await.unwrap(),
+        vec![(t(3_600), t(5_400))]
+    );
+    assert_eq!(
+        store
+            .busy_intervals(org, t(5_000), t(5_001))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .busy_intervals(org, t(5_400), t(9_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .busy_intervals(org, t(0), t(3_600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The call's row did not exist: a placeholder was made in the same transaction.
+    assert_eq!(
+        store.get_call(org, &call).await.unwrap().unwrap().status,
+        "unknown"
+    );
+    // Empty and backwards intervals, and a missing key, are refused before any SQL.
+    let mut bad = booking(org, "k", None, phone, t(100), 0);
+    assert!(matches!(
+        store.book_appointment(&bad).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    bad.ends_at = t(50);
+    assert!(matches!(
+        store.book_appointment(&bad).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    let mut keyless = booking(org, "", None, phone, t(100), 10);
+    keyless.idempotency_key.clear();
+    assert!(matches!(
+        store.book_appointment(&keyless).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    // The database refuses an overlap written behind the store's back too.
+    let raw_overlap = match db.backend {
+        Backend::Sqlite => {
+            "INSERT INTO appointments (id, org_id, service, starts_at, ends_at, status, updated_at, created_at) \
+             SELECT randomblob(16), org_id, 'raw', \
+             strftime('%Y-%m-%dT%H:%M:%S', starts_at, '+10 minutes') || substr(starts_at, 20), \
+             strftime('%Y-%m-%dT%H:%M:%S', ends_at, '+10 minutes') || substr(ends_at, 20), \
+             'booked', updated_at, created_at FROM appointments"
+        }
+        Backend::Postgres => {
+            "INSERT INTO appointments (id, org_id, service, starts_at, ends_at, status, updated_at, created_at) \
+             SELECT gen_random_uuid(), org_id, 'raw', starts_at + interval '10 minutes', \
+             ends_at + interval '10 minutes', 'booked', updated_at, created_at FROM appointments"
+        }
+    };
+    let err = db.raw(raw_overlap).await.expect_err("overlap written raw");
+    assert!(err.to_string().contains("appointments_no_overlap"), "{err}");
+    assert_eq!(
+        store
+            .list_appointments(org, t(0), t(86_400))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn overlapping_bookings_conflict(db: TestDb) {
+    let store = &db.store;
+    let (org, _) = store.ensure_default_org().await.unwrap();
+    let phone = "+15550102000";
+    // 10:00-11:00 in test time.
+    let ten = 36_000;
+    let a = booked(
+        store
+            .book_appointment(&booking(org, "a", None, phone, t(ten), 60))
+            .await
+            .unwrap(),
+    );
+    // Inside, straddling either end, containing, identical: all conflict, and write nothing (not even the
+    // contact or the placeholder call of the refused booking).
+    let loser_call = sid(31);
+    for (i, (start, minutes)) in [
+        (ten + 600, 30),
+        (ten - 600, 20),
+        (ten + 3_000, 30),
+        (ten - 600, 120),
+        (ten, 60),
+        (ten + 3_599, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let request = booking(
+            org,
+            &format!("overlap-{i}"),
+            Some(&loser_call),
+            "+15550102999",
+            t(start),
+            minutes,
+        );
+        assert_eq!(
+            store.book_appointment(&request).await.unwrap(),
+            BookOutcome::Conflict,
+            "{start} +{minutes}min"
+        );
+    }
+    assert_eq!(store.get_contact(org, "+15550102999").await.unwrap(), None);
+    assert_eq!(store.get_call(org, &loser_call).await.unwrap(), None);
+    // Adjacent slots (one ends when the next starts) both book.
+    let before = booked(
+        store
+            .book_appointment(&booking(org, "before", None, phone, t(ten - 1_800), 30))
+            .await
+            .unwrap(),
+    );
+    let after = booked(
+        store
+            .book_appointment(&booking(org, "after", None, phone, t(ten + 3_600), 30))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((before.ends_at, after.starts_at), (a.starts_at, a.ends_at));
+    assert_eq!(
+        store.busy_intervals(org, t(0), t(86_400)).await.unwrap(),
+        vec![
+            (t(ten - 1_800), t(ten)),
+            (t(ten), t(ten + 3_600)),
+            (t(ten + 3_600), t(ten + 5_400))
+        ]
+    );
+    // A cancelled slot can be booked again; cancelling twice is the same as once.
+    let cancelled = store.cancel_appointment(org, a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (cancelled.id, cancelled.status.as_str()),
+        (a.id, "cancelled")
+    );
+    assert_eq!(
+        store.cancel_appointment(org, a.id).await.unwrap(),
+        Some(cancelled.clone())
+    );
+    assert_eq!(
+        store
+            .cancel_appointment(org, uuid::Uuid::new_v4())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .busy_intervals(org, t(ten), t(ten + 3_600))
+            .await
+            .unwrap(),
+        vec![]
+    );
+    let again = booked(
+        store
+            .book_appointment(&booking(org, "again", None, phone, t(ten + 900), 30))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(again.id, a.id);
+    assert_eq!(
+        store
+            .list_appointments(org, t(0), t(86_400))
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    // Booking the cancelled appointment's key again still answers with it: a key is used once.
+    assert_eq!(
+        store
+            .book_appointment(&booking(org, "a", None, phone, t(50_000), 30))
+            .await
+            .unwrap(),
+        BookOutcome::AlreadyBooked(cancelled)
+    );
+}
+
+async fn same_key_books_once(db: TestDb) {
+    let store = &db.store;
+    let (org, _) = store.ensure_default_org().await.unwrap();
+    let request = booking(
+        org,
+        "CA9:book:cleaning",
+        Some(&sid(9)),
+        "+15550103000",
+        t(7_200),
+        30,
+    );
+    let first = booked(store.book_appointment(&request).await.unwrap());
+    // The same request again (a retried tool call), and a changed one under the same key (an abandoned
+    // reply asked again with other words): both get the first result, and nothing new is booked.
+    assert_eq!(
+        store.book_appointment(&request).await.unwrap(),
+        BookOutcome::AlreadyBooked(first.clone())
+    );
+    let mut changed = request.clone();
+    changed.starts_at = t(20_000);
+    changed.ends_at = t(21_000);
+    assert_eq!(
+        store.book_appointment(&changed).await.unwrap(),
+        BookOutcome::AlreadyBooked(first.clone())
+    );
+    assert_eq!(
+        store.list_appointments(org, t(0), t(86_400)).await.unwrap(),
+        vec![first]
+    );
+    // Keys are per organisation.
+    let other = store.create_org("Other").await.unwrap();
+    let mut theirs = request.clone();
+    theirs.org = other;
+    theirs.call_sid = None;
+    booked(store.book_appointment(&theirs).await.unwrap());
+}
+
+/// 16 callers confirm the same slot at the same moment: exactly one gets it. On SQLite half of them go
+/// through a second store on the same file (its own pool and writer lock, as another process would have),
+/// so only the database's lock (BEGIN IMMEDIATE) and trigger keep them apart. Then 16 retries of one request
+/// (same key) race: one books, the others get that booking.
+async fn concurrent_bookings_of_one_slot(db: TestDb) {
+    const TASKS: usize = 16;
+    let (org, _) = db.store.ensure_default_org().await.unwrap();
+    let stores = [db.store.clone(), db.second_store().await];
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let store = stores[i % 2].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            // Distinct callers, calls and keys; the same slot, shifted a little so it is not one value.
+            let request = booking(
+                org,
+                &format!("race-{i}"),
+                Some(&sid(500 + i)),
+                &format!("+1555010{i:04}"),
+                t(40_000 + i as i64 * 60),
+                30,
+            );
+            barrier.wait().await;
+            (i, store.book_appointment(&request).await.unwrap())
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (i, BookOutcome::Booked(a)) => winners.push((i, a)),
+            (_, BookOutcome::Conflict) => conflicts += 1,
+            (i, other) => panic!("task {i}: {other:?}"),
+        }
+    }
+    assert_eq!((winners.len(), conflicts), (1, TASKS - 1), "{winners:?}");
+    let (winner, a) = &winners[0];
+    let all = db
+        .store
+        .list_appointments(org, t(0), t(86_400))
+        .await
+        .unwrap();
+    assert_eq!(all, vec![a.clone()]);
+    // The losers' transactions left nothing behind: no contact, no placeholder call.
+    for i in (0..TASKS).filter(|i| i != winner) {
+        assert_eq!(
+            db.store
+                .get_contact(org, &format!("+1555010{i:04}"))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(db.store.get_call(org, &sid(500 + i)).await.unwrap(), None);
+    }
+    assert!(
+        db.store
+            .get_call(org, &sid(500 + winner))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let request = booking(org, "retried", None, "+15550109000", t(80_000), 30);
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let store = stores[i % 2].clone();
+        let barrier = barrier.clone();
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.book_appointment(&request).await.unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let booked_now: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            BookOutcome::Booked(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(booked_now.len(), 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.appointment() == Some(&booked_now[0])),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        db.store
+            .list_appointments(org, t(0), t(86_400))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    stores[1].close().await;
+}
+
+async fn reschedule_and_cancel(db: TestDb) {
+    let store = &db.store;
+    let (org, _) = store.ensure_default_org().await.unwrap();
+    let phone = "+15550104000";
+    let a = booked(
+        store
+            .book_appointment(&booking(org, "a", Some(&sid(41)), phone, t(10_000), 60))
+            .await
+            .unwrap(),
+    );
+    let b = booked(
+        store
+            .book_appointment(&booking(org, "b", None, "+15550104001", t(20_000), 60))
+            .await
+            .unwrap(),
+    );
+    // Into a taken slot: Conflict, and the appointment keeps its slot.
+    assert_eq!(
+        store
+            .reschedule_appointment(org, a.id, t(19_000), t(21_000), "move-1")
+            .await
+            .unwrap(),
+        BookOutcome::Conflict
+    );
+    assert_eq!(
+        store.get_appointment(org, a.id).await.unwrap(),
+        Some(a.clone())
+    );
+    // Half an hour later, overlapping its own old slot: fine, the old slot does not conflict with itself.
+    let moved = booked(
+        store
+            .reschedule_appointment(org, a.id, t(11_800), t(15_400), "move-2")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (
+            moved.rescheduled_from,
+            moved.starts_at,
+            moved.ends_at,
+            moved.call.clone(),
+            moved.phone.as_deref(),
+            moved.service.as_str(),
+            moved.patient_name.as_str()
+        ),
+        (
+            Some(a.id),
+            t(11_800),
+            t(15_400),
+            Some(sid(41)),
+            Some(phone),
+            "cleaning",
+            "Pat Doe"
+        )
+    );
+    assert_eq!(
+        store
+            .get_appointment(org, a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "cancelled"
+    );
+    assert_eq!(
+        store.busy_intervals(org, t(0), t(86_400)).await.unwrap(),
+        vec![(t(11_800), t(15_400)), (t(20_000), t(23_600))]
+    );
+    assert_eq!(
+        store.upcoming_appointments(org, phone, t(0)).await.unwrap(),
+        vec![moved.clone()]
+    );
+    // The same move again (same key) is the first result; moving the old, cancelled one is refused.
+    assert_eq!(
+        store
+            .reschedule_appointment(org, a.id, t(11_800), t(15_400), "move-2")
+            .await
+            .unwrap(),
+        BookOutcome::AlreadyBooked(moved.clone())
+    );
+    assert!(matches!(
+        store
+            .reschedule_appointment(org, a.id, t(30_000), t(31_000), "move-3")
+            .await,
+        Err(StoreError::NotFound("booked appointment"))
+    ));
+    assert!(matches!(
+        store
+            .reschedule_appointment(org, uuid::Uuid::new_v4(), t(30_000), t(31_000), "move-4")
+            .await,
+        Err(StoreError::NotFound("appointment"))
+    ));
+    assert!(matches!(
+        store
+            .reschedule_appointment(org, b.id, t(31_000), t(30_000), "move-5")
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    // Moved again, to a free slot.
+    let moved2 = booked(
+        store
+            .reschedule_appointment(org, moved.id, t(40_000), t(41_800), "move-6")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(moved2.rescheduled_from, Some(moved.id));
+    assert_eq!(
+        store.busy_intervals(org, t(0), t(86_400)).await.unwrap(),
+        vec![(t(20_000), t(23_600)), (t(40_000), t(41_800))]
+    );
+    assert_eq!(
+        store
+            .list_appointments(org, t(0), t(86_400))
+            .await
+            .unwrap()
+            .len(),
+        4,
+        "history is kept: two cancelled, two booked"
+    );
+}
+
+async fn receptionist_data_is_isolated_per_org(db: TestDb) {
+    let store = &db.store;
+    let (org_a, _) = store.ensure_default_org().await.unwrap();
+    let org_b = store
+        .upsert_org("other-clinic", "Other clinic")
+        .await
+        .unwrap();
+    let phone = "+15550105000";
+    let call = sid(51);
+    store
+        .apply(&call_started(org_a, &call, t(0)))
+        .await
+        .unwrap();
+    let a = booked(
+        store
+            .book_appointment(&booking(org_a, "k", Some(&call), phone, t(10_000), 30))
+            .await
+            .unwrap(),
+    );
+    let msg = store
+        .take_message(&message(org_a, "k", Some(&call), "Ada", true))
+        .await
+        .unwrap();
+    store
+        .replace_knowledge(org_a, &[chunk("hours", "Open 9-5", &[1.0, 0.0])])
+        .await
+        .unwrap();
+    store.put_clinic(org_a, r#"{"name":"A"}"#).await.unwrap();
+
+    // Org B sees none of it and cannot change it.
+    assert_eq!(store.get_appointment(org_b, a.id).await.unwrap(), None);
+    assert_eq!(store.cancel_appointment(org_b, a.id).await.unwrap(), None);
+    assert!(matches!(
+        store
+            .reschedule_appointment(org_b, a.id, t(50_000), t(51_000), "steal")
+            .await,
+        Err(StoreError::NotFound("appointment"))
+    ));
+    assert!(
+        store
+            .busy_intervals(org_b, t(0), t(86_400))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .upcoming_appointments(org_b, phone, t(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_appointments(org_b, t(0), t(86_400))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.list_callbacks(org_b, false).await.unwrap().is_empty());
+    assert_eq!(store.complete_callback(org_b, msg.id).await.unwrap(), None);
+    assert!(store.list_knowledge(org_b).await.unwrap().is_empty());
+    assert!(store.knowledge_index(org_b).await.unwrap().is_empty());
+    assert_eq!(store.get_clinic(org_b).await.unwrap(), None);
+    assert_eq!(store.get_contact(org_b, phone).await.unwrap(), None);
+    // Org A's call cannot carry org B's booking or message.
+    assert!(matches!(
+        store
+            .book_appointment(&booking(org_b, "k2", Some(&call), phone, t(60_000), 30))
+            .await,
+        Err(StoreError::OrgMismatch { .. })
+    ));
+    assert!(matches!(
+        store
+            .take_message(&message(org_b, "k2", Some(&call), "Eve", false))
+            .await,
+        Err(StoreError::OrgMismatch { .. })
+    ));
+    // Each clinic has its own schedule and its own key space: B books A's slot with A's key.
+    let b = booked(
+        store
+            .book_appointment(&booking(org_b, "k", None, phone, t(10_000), 30))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(a.id, b.id);
+    // Nothing of A's changed.
+    assert_eq!(store.get_appointment(org_a, a.id).await.unwrap(), Some(a));
+    assert_eq!(store.list_callbacks(org_a, true).await.unwrap(), vec![msg]);
+    assert_eq!(store.list_knowledge(org_a).await.unwrap().len(), 1);
+}
+
+fn chunk(id: &str, text: &str, embedding: &[f32]) -> KnowledgeChunk {
+    KnowledgeChunk {
+        id: id.into(),
+        title: format!("About {id}"),
+        text: text.into(),
+        model: "all-MiniLM-L6-v2".into(),
+        embedding: embedding.to_vec(),
+    }
+}
+
+async fn knowledge_replace_delete_and_hash(db: TestDb) {
+    let store = &db.store;
+    let org = store.create_org("K").await.unwrap();
+    assert!(store.knowledge_index(org).await.unwrap().is_empty());
+    // Values that survive only if the bytes round-trip exactly (sign, subnormal, extremes).
+    let odd = [0.5, -1.25, f32::MIN_POSITIVE / 2.0, f32::MAX, -0.0, 3.0e-7];
+    let v1 = vec![
+        chunk("hours", "Open 9-5 on weekdays.", &odd),
+        chunk(
+            "parking",
+            "Parking at the back.",
+            &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        ),
+        chunk("empty", "", &[]),
+    ];
+    store.replace_knowledge(org, &v1).await.unwrap();
+    let listed = store.list_knowledge(org).await.unwrap();
+    let mut expected = v1.clone();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, expected);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&listed[1].embedding), bits(&odd));
+    let index = store.knowledge_index(org).await.unwrap();
+    assert_eq!(index.len(), 3);
+    assert_eq!(
+        index["hours"],
+        (
+            storage::sha256_hex(b"Open 9-5 on weekdays."),
+            "all-MiniLM-L6-v2".to_owned()
+        )
+    );
+    assert_eq!(
+        index["empty"].0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "SHA-256 of nothing"
+    );
+
+    // Second version: parking gone, hours changed, a new chunk, empty unchanged.
+    let v2 = vec![
+        chunk("hours", "Open 8-6 on weekdays.", &[9.0, 8.0]),
+        chunk("empty", "", &[]),
+        chunk("prices", "A check-up is 60 pounds.", &[0.0, 1.0]),
+    ];
+    store.replace_knowledge(org, &v2).await.unwrap();
+    let index2 = store.knowledge_index(org).await.unwrap();
+    assert_eq!(
+        index2.keys().cloned().collect::<HashSet<_>>(),
+        HashSet::from(["hours".into(), "empty".into(), "prices".into()])
+    );
+    assert_ne!(index2["hours"].0, index["hours"].0);
+    assert_eq!(index2["empty"], index["empty"]);
+    let listed = store.list_knowledge(org).await.unwrap();
+    assert_eq!(
+        listed.iter().find(|c| c.id == "hours").unwrap().embedding,
+        vec![9.0, 8.0]
+    );
+    // Duplicate ids are refused and change nothing; an empty list deletes everything.
+    let dup = vec![chunk("x", "a", &[1.0]), chunk("x", "b", &[2.0])];
+    assert!(matches!(
+        store.replace_knowledge(org, &dup).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert_eq!(store.list_knowledge(org).await.unwrap(), listed);
+    assert!(matches!(
+        store.replace_knowledge(OrgId::new(), &v2).await,
+        Err(StoreError::NotFound("organisation"))
+    ));
+    store.replace_knowledge(org, &[]).await.unwrap();
+    assert!(store.list_knowledge(org).await.unwrap().is_empty());
+}
+
+async fn slugs_clinic_config_and_numbers(db: TestDb) {
+    let store = &db.store;
+    assert_eq!(store.org_by_slug("smile").await.unwrap(), None);
+    let smile = store.upsert_org("smile", "Smile Dental").await.unwrap();
+    assert_eq!(store.org_by_slug("smile").await.unwrap(), Some(smile));
+    let desk = store
+        .org_assistant(smile)
+        .await
+        .unwrap()
+        .expect("default assistant");
+    assert_eq!(
+        store
+            .get_assistant(smile, desk)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "Reception"
+    );
+    // Again, with a new name: the same org, renamed, still one assistant.
+    assert_eq!(
+        store
+            .upsert_org("smile", "Smile Dental Care")
+            .await
+            .unwrap(),
+        smile
+    );
+    assert_eq!(store.org_assistant(smile).await.unwrap(), Some(desk));
+    assert!(matches!(
+        store.upsert_org(" ", "x").await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    let bare = store.create_org("No slug").await.unwrap();
+    assert_eq!(store.org_assistant(bare).await.unwrap(), None);
+
+    // Clinic config: the exact text (key order, spacing) comes back; unchanged is a no-op.
+    let config = "{ \"name\": \"Smile\",\n  \"hours\": {\"mon\": \"9-17\"}, \"a\": 1 }";
+    assert_eq!(store.get_clinic(smile).await.unwrap(), None);
+    assert!(store.put_clinic(smile, config).await.unwrap());
+    assert!(!store.put_clinic(smile, config).await.unwrap());
+    assert_eq!(
+        store.get_clinic(smile).await.unwrap().as_deref(),
+        Some(config)
+    );
+    let edited = config.replace("9-17", "8-18");
+    assert!(store.put_clinic(smile, &edited).await.unwrap());
+    assert_eq!(store.get_clinic(smile).await.unwrap(), Some(edited.clone()));
+    assert!(matches!(
+        store.put_clinic(smile, "{not json").await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert_eq!(store.get_clinic(smile).await.unwrap(), Some(edited));
+    assert!(matches!(
+        store.put_clinic(OrgId::new(), "{}").await,
+        Err(StoreError::NotFound("organisation"))
+    ));
+
+    // Numbers: exactly the list given.
+    let nums = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    store
+        .set_org_numbers(smile, desk, &nums(&["+15550106001", "+15550106002"]))
+        .await
+        .unwrap();
+    store
+        .set_org_numbers(smile, desk, &nums(&["+15550106002", "+15550106003"]))
+        .await
+        .unwrap();
+    assert_eq!(store.resolve_number("+15550106001").await.unwrap(), None);
+    assert_eq!(
+        store.resolve_number("+15550106002").await.unwrap(),
+        Some((smile, desk))
+    );
+    assert_eq!(
+        store.resolve_number("+15550106003").await.unwrap(),
+        Some((smile, desk))
+    );
+    // A number of another org: refused, and nothing of the change happens.
+    let other = store.upsert_org("other", "Other").await.unwrap();
+    let other_desk = store.org_assistant(other).await.unwrap().unwrap();
+    store
+        .set_org_numbers(other, other_desk, &nums(&["+15550106009"]))
+        .await
+        .unwrap();
+    let err = store
+        .set_org_numbers(smile, desk, &nums(&["+15550106004", "+15550106009"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NumberTaken(n) if n == "+15550106009"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    assert_eq!(store.resolve_number("+15550106004").await.unwrap(), None);
+    assert_eq!(
+        store.resolve_number("+15550106002").await.unwrap(),
+        Some((smile, desk))
+    );
+    assert_eq!(
+        store.resolve_number("+15550106009").await.unwrap(),
+        Some((other, other_desk))
+    );
+    // Another org's assistant cannot answer our numbers; an empty list releases them all.
+    assert!(matches!(
+        store
+            .set_org_numbers(smile, other_desk, &nums(&["+15550106002"]))
+            .await,
+        Err(StoreError::NotFound("assistant"))
+    ));
+    store.set_org_numbers(smile, desk, &[]).await.unwrap();
+    assert_eq!(store.resolve_number("+15550106002").await.unwrap(), None);
+    assert_eq!(
+        store.resolve_number("+15550106009").await.unwrap(),
+        Some((other, other_desk))
+    );
+}
+
+fn message(
+    org: OrgId,
+    key: &str,
+    call: Option<&storage::CallSid>,
+    name: &str,
+    urgent: bool,
+) -> NewCallback {
+    NewCallback {
+        org,
+        idempotency_key: key.into(),
+        call_sid: call.cloned(),
+        name: name.into(),
+        phone: "+15550107000".into(),
+        reason: format!("{name} asks for a call back"),
+        urgent,
+    }
+}
+
+async fn callback_requests(db: TestDb) {
+    let store = &db.store;
+    let (org, _) = store.ensure_default_org().await.unwrap();
+    let call = sid(61);
+    // The call's row has not landed yet: a placeholder is made.
+    let first = store
+        .take_message(&message(org, "m1", Some(&call), "Ada", false))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.status.as_str(),
+            first.call.clone(),
+            first.urgent,
+            first.name.as_str()
+        ),
+        ("open", Some(call.clone()), false, "Ada")
+    );
+    assert_eq!(
+        store.get_call(org, &call).await.unwrap().unwrap().status,
+        "unknown"
+    );
+    // Same key, other details: the first message stands, once.
+    assert_eq!(
+        store
+            .take_message(&message(org, "m1", Some(&call), "Bob", true))
+            .await
+            .unwrap(),
+        first
+    );
+    let second = store
+        .take_message(&message(org, "m2", None, "Cy", false))
+        .await
+        .unwrap();
+    let urgent = store
+        .take_message(&message(org, "m3", None, "Di", true))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_callbacks(org, true).await.unwrap(),
+        vec![urgent.clone(), first.clone(), second.clone()],
+        "urgent first, then oldest"
+    );
+    let done = store
+        .complete_callback(org, first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, "done");
+    assert_eq!(
+        store.complete_callback(org, first.id).await.unwrap(),
+        Some(done.clone())
+    );
+    assert_eq!(
+        store.list_callbacks(org, true).await.unwrap(),
+        vec![urgent.clone(), second.clone()]
+    );
+    assert_eq!(
+        store.list_callbacks(org, false).await.unwrap(),
+        vec![urgent, done, second]
+    );
+    assert!(matches!(
+        store
+            .take_message(&message(org, "", None, "E", false))
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
 }

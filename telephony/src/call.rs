@@ -94,6 +94,9 @@ pub struct CallSetup {
     pub recording_path: Option<PathBuf>,
     /// The organisation, for log spans.
     pub org: String,
+    /// This call's brain session (built at setup with the call's context: clinic, caller,
+    /// direction); `None` uses the engines' shared brain.
+    pub brain: Option<Arc<dyn Brain>>,
 }
 
 /// Identity of a call, from Twilio's `start` message.
@@ -188,6 +191,7 @@ impl EngineEvent {
         match self {
             EngineEvent::Transcript(..) => "transcript",
             EngineEvent::BrainText(..) => "brain_text",
+            EngineEvent::BrainNote(..) => "brain_note",
             EngineEvent::BrainDone(..) => "brain_done",
             EngineEvent::SpeechAudio(..) => "speech_audio",
             EngineEvent::SpeechDone(..) => "speech_done",
@@ -200,6 +204,7 @@ impl EngineEvent {
 enum EngineEvent {
     Transcript(TurnId, Result<String, EngineError>),
     BrainText(TurnId, String),
+    BrainNote(&'static str, String),
     BrainDone(TurnId, Result<Option<Action>, EngineError>),
     SpeechAudio(SegmentId, Vec<i16>),
     SpeechDone(SegmentId, Result<(), EngineError>),
@@ -235,6 +240,10 @@ pub async fn run_call<S: MediaSocket>(
         }
     };
     let span = info_span!("call", call_sid = %start.call_sid, org_id = %setup.org);
+    let mut engines = engines;
+    if let Some(brain) = setup.brain.clone() {
+        engines.brain = brain;
+    }
     let driver = CallTask::new(start, setup, engines, hooks, stats);
     Some(driver.run(socket).instrument(span).await)
 }
@@ -561,6 +570,7 @@ impl CallTask {
         let input = match event {
             EngineEvent::Transcript(turn, result) => Input::Transcript { turn, result },
             EngineEvent::BrainText(turn, text) => Input::BrainText { turn, text },
+            EngineEvent::BrainNote(kind, detail) => Input::BrainNote { kind, detail },
             EngineEvent::BrainDone(turn, result) => {
                 self.brain_tasks.remove(&turn);
                 Input::BrainDone { turn, result }
@@ -750,6 +760,11 @@ impl CallTask {
                             }
                         }
                         Ok(Some(Ok(BrainEvent::Action(a)))) => action = Some(a),
+                        Ok(Some(Ok(BrainEvent::Note { kind, detail }))) => {
+                            if tx.send(EngineEvent::BrainNote(kind, detail)).await.is_err() {
+                                return;
+                            }
+                        }
                     }
                 };
                 let _ = tx.send(EngineEvent::BrainDone(turn, result)).await;

@@ -59,6 +59,7 @@ impl CallHooks for Hooks {
                 },
                 recording_path: None,
                 org: "test".into(),
+                brain: None,
             })
         })
     }

@@ -32,12 +32,29 @@ pub struct TestDb {
     pub cluster: Option<PgCluster>,
 }
 
-/// Short timeouts so an outage is noticed in a test's time, not production's.
+/// Options for tests that keep the database up. `acquire_timeout` bounds getting a connection, and in sqlx
+/// that includes *opening* one (TCP, start-up, authentication, and for the first connection to a new
+/// database, the server building that database's catalog caches). It was 1 s, and on a 2-core machine busy
+/// with Whisper, initdb of the outage test's own cluster and the other test thread, opening the store
+/// sometimes took longer (`open postgres: PoolTimedOut`). 30 s (sqlx's own default) is a budget that holds
+/// under load; no test waits on it unless the database is really gone. The SQLite busy timeout is the
+/// production one: only tests that open a second store on the same file (another "process") contend.
 pub fn test_options() -> StoreOptions {
     StoreOptions {
         max_connections: 8,
-        acquire_timeout: Duration::from_secs(1),
+        acquire_timeout: Duration::from_secs(30),
+        ..StoreOptions::default()
+    }
+}
+
+/// Options for the outage tests, which must see the database go away: a connection attempt to a stopped
+/// Postgres is retried until `acquire_timeout`, so this is how long each failed write takes to notice. The
+/// production 5 s (not 1 s: opening the store must still succeed under load; see [`test_options`]), and a
+/// short SQLite busy timeout so a held lock fails writes quickly.
+pub fn outage_options() -> StoreOptions {
+    StoreOptions {
         sqlite_busy_timeout: Duration::from_millis(200),
+        ..StoreOptions::default()
     }
 }
 
@@ -74,14 +91,24 @@ impl TestDb {
     }
 
     /// Like [`TestDb::new`], but Postgres runs on a cluster of this test's own, so the test may stop it.
+    /// Both backends use [`outage_options`].
     pub async fn new_dedicated(backend: Backend) -> TestDb {
-        if backend == Backend::Sqlite {
-            return TestDb::new(backend).await;
-        }
         let dir = tempfile::tempdir().expect("temp dir");
+        if backend == Backend::Sqlite {
+            let store = Store::open_with(None, dir.path(), &outage_options())
+                .await
+                .expect("open sqlite");
+            return TestDb {
+                store,
+                backend,
+                dir,
+                url: None,
+                cluster: None,
+            };
+        }
         let cluster = PgCluster::start_local(PgClusterOptions::default());
         let url = cluster.create_database().await;
-        let store = Store::open_with(Some(&url), dir.path(), &test_options())
+        let store = Store::open_with(Some(&url), dir.path(), &outage_options())
             .await
             .expect("open postgres");
         TestDb {
@@ -91,6 +118,14 @@ impl TestDb {
             url: Some(url),
             cluster: Some(cluster),
         }
+    }
+
+    /// A second store on the same database, with its own pool (and, on SQLite, its own writer lock): what
+    /// another process sharing the database would be.
+    pub async fn second_store(&self) -> Store {
+        Store::open_with(self.url.as_deref(), self.dir.path(), &test_options())
+            .await
+            .expect("open second store")
     }
 
     pub fn spill_path(&self) -> PathBuf {

@@ -1,0 +1,143 @@
+//! `voxanne chat`: the same receptionist, tools and database as a phone call, over text. What
+//! staff use to try their receptionist, and what tests use to cover many phrasings quickly.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde_json::json;
+
+use agent::engine::Action;
+use engines::minilm::MiniLm;
+use receptionist::dialogue::{CallContext, Direction, Reply};
+use receptionist::session::{Clock, ReceptionistSession};
+use storage::Store;
+
+use crate::receptionist::{LoadedClinic, session};
+
+/// One text conversation.
+#[derive(Debug)]
+pub struct Chat {
+    session: ReceptionistSession,
+    history_len: usize,
+    last_reply: Option<String>,
+    pub ended: bool,
+}
+
+impl Chat {
+    pub fn new(
+        store: &Store,
+        loaded: &LoadedClinic,
+        embedder: Option<MiniLm>,
+        from: Option<String>,
+        direction: Direction,
+        clock: Clock,
+    ) -> Self {
+        let context = CallContext {
+            call_id: format!("chat-{}", uuid::Uuid::new_v4()),
+            caller: from,
+            direction,
+        };
+        Self {
+            session: session(store, loaded, embedder, context, None, clock),
+            history_len: 1,
+            last_reply: None,
+            ended: false,
+        }
+    }
+
+    /// The agent's first line.
+    pub fn opening(&self) -> String {
+        self.session.opening()
+    }
+
+    /// The caller says `text`; the whole reply was heard.
+    pub async fn say(&mut self, text: &str) -> Reply {
+        let reply = self
+            .session
+            .reply(self.history_len, self.last_reply.as_deref(), text)
+            .await;
+        self.history_len += 2;
+        self.last_reply = Some(reply.say.join(" "));
+        if reply.action.is_some() {
+            self.ended = true;
+        }
+        reply
+    }
+}
+
+/// A clock that starts at `now` (clinic-local, in the clinic's zone) and runs in real time.
+pub fn clock_from(now: Option<NaiveDateTime>, tz: chrono_tz::Tz) -> anyhow::Result<Clock> {
+    let Some(now) = now else {
+        return Ok(crate::receptionist::system_clock());
+    };
+    let start: DateTime<Utc> = tz
+        .from_local_datetime(&now)
+        .earliest()
+        .ok_or_else(|| anyhow::anyhow!("{now} does not exist in {tz}"))?
+        .with_timezone(&Utc);
+    let t0 = std::time::Instant::now();
+    Ok(Arc::new(move || {
+        start + chrono::Duration::from_std(t0.elapsed()).unwrap_or_default()
+    }))
+}
+
+/// Prints one reply: plain lines, or one JSON object a line.
+pub fn print_reply(out: &mut impl Write, reply: &Reply, as_json: bool) -> std::io::Result<()> {
+    if as_json {
+        for t in &reply.tools {
+            writeln!(out, "{}", json!({ "type": "tool", "name": t.name, "arguments": t.arguments, "result": t.result }))?;
+        }
+        for (kind, detail) in &reply.notes {
+            writeln!(out, "{}", json!({ "type": "event", "kind": kind, "detail": detail }))?;
+        }
+        for s in &reply.say {
+            writeln!(out, "{}", json!({ "type": "say", "text": s }))?;
+        }
+        match &reply.action {
+            Some(Action::Transfer { to }) => {
+                writeln!(out, "{}", json!({ "type": "action", "action": "transfer", "to": to }))?
+            }
+            Some(Action::Hangup) => writeln!(out, "{}", json!({ "type": "action", "action": "hangup" }))?,
+            None => {}
+        }
+    } else {
+        for t in &reply.tools {
+            writeln!(out, "  [{}] {} -> {}", t.name, t.arguments, t.result)?;
+        }
+        writeln!(out, "agent: {}", reply.say.join(" "))?;
+        match &reply.action {
+            Some(Action::Transfer { to }) => writeln!(out, "  [transfer to {to}]")?,
+            Some(Action::Hangup) => writeln!(out, "  [hang up]")?,
+            None => {}
+        }
+    }
+    out.flush()
+}
+
+/// Runs a conversation over `input`/`output` until EOF or the agent ends it.
+pub async fn run(
+    mut chat: Chat,
+    input: impl BufRead,
+    mut output: impl Write,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let opening = chat.opening();
+    if as_json {
+        writeln!(output, "{}", json!({ "type": "say", "text": opening }))?;
+    } else {
+        writeln!(output, "agent: {opening}")?;
+    }
+    for line in input.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = chat.say(&line).await;
+        print_reply(&mut output, &reply, as_json)?;
+        if chat.ended {
+            break;
+        }
+    }
+    Ok(())
+}
