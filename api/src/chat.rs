@@ -86,19 +86,31 @@ pub fn clock_from(now: Option<NaiveDateTime>, tz: chrono_tz::Tz) -> anyhow::Resu
 pub fn print_reply(out: &mut impl Write, reply: &Reply, as_json: bool) -> std::io::Result<()> {
     if as_json {
         for t in &reply.tools {
-            writeln!(out, "{}", json!({ "type": "tool", "name": t.name, "arguments": t.arguments, "result": t.result }))?;
+            writeln!(
+                out,
+                "{}",
+                json!({ "type": "tool", "name": t.name, "arguments": t.arguments, "result": t.result })
+            )?;
         }
         for (kind, detail) in &reply.notes {
-            writeln!(out, "{}", json!({ "type": "event", "kind": kind, "detail": detail }))?;
+            writeln!(
+                out,
+                "{}",
+                json!({ "type": "event", "kind": kind, "detail": detail })
+            )?;
         }
         for s in &reply.say {
             writeln!(out, "{}", json!({ "type": "say", "text": s }))?;
         }
         match &reply.action {
-            Some(Action::Transfer { to }) => {
-                writeln!(out, "{}", json!({ "type": "action", "action": "transfer", "to": to }))?
+            Some(Action::Transfer { to }) => writeln!(
+                out,
+                "{}",
+                json!({ "type": "action", "action": "transfer", "to": to })
+            )?,
+            Some(Action::Hangup) => {
+                writeln!(out, "{}", json!({ "type": "action", "action": "hangup" }))?
             }
-            Some(Action::Hangup) => writeln!(out, "{}", json!({ "type": "action", "action": "hangup" }))?,
             None => {}
         }
     } else {

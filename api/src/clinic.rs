@@ -33,7 +33,11 @@ impl std::fmt::Display for ApplySummary {
             "organisation {} ({}): config {}, {} number(s); knowledge: {} chunk(s) embedded, {} unchanged, {} removed",
             self.org,
             if self.created { "created" } else { "existing" },
-            if self.config_changed { "updated" } else { "unchanged" },
+            if self.config_changed {
+                "updated"
+            } else {
+                "unchanged"
+            },
             self.numbers,
             self.chunks_embedded,
             self.chunks_kept,
@@ -46,7 +50,8 @@ impl std::fmt::Display for ApplySummary {
 pub fn read_file(path: &Path) -> anyhow::Result<ClinicFile> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let mut file = ClinicFile::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut file =
+        ClinicFile::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     for k in &mut file.knowledge {
         if k.text.is_none()
@@ -95,9 +100,9 @@ pub async fn apply(
     for c in &wanted {
         // The store keys freshness on the text's hash (a title change is a new chunk id).
         let hash = sha256(&c.text);
-        let fresh = index.get(&c.id).is_some_and(|(h, model)| {
-            *h == hash && version.as_deref().is_none_or(|v| v == model)
-        });
+        let fresh = index
+            .get(&c.id)
+            .is_some_and(|(h, model)| *h == hash && version.as_deref().is_none_or(|v| v == model));
         if fresh && let Some(s) = stored.iter().find(|s| s.id == c.id) {
             out.push(s.clone());
         } else {
@@ -120,7 +125,7 @@ pub async fn apply(
         // Title and text together: the title ("Parking") carries much of what callers ask.
         let texts: Vec<String> = to_embed
             .iter()
-            .map(|&i| format!("{}. {}", out[i].title, out[i].text))
+            .map(|&i| format!("{}: {}", out[i].title, out[i].text))
             .collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let vectors = embedder.embed_batch(&refs)?;
@@ -129,7 +134,10 @@ pub async fn apply(
             out[i].model = embedder.model_version().to_string();
         }
     }
-    let removed = index.keys().filter(|k| !wanted.iter().any(|c| &c.id == *k)).count();
+    let removed = index
+        .keys()
+        .filter(|k| !wanted.iter().any(|c| &c.id == *k))
+        .count();
     let changed_knowledge = !to_embed.is_empty() || removed > 0;
     if changed_knowledge {
         store.replace_knowledge(org, &out).await?;

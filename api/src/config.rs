@@ -9,11 +9,23 @@ use engines::embedded::{EmbeddedOptions, TtsChoice, VadChoice};
 /// Which engines answer calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineChoice {
-    /// Test doubles (scripted STT, echo brain, tone TTS): for trying the call flow and for
-    /// load tests. Never the default.
+    /// Test doubles (scripted STT, tone TTS; the receptionist still answers unless
+    /// `VOXANNE_BRAIN=echo`): for trying the call flow and for load tests. Never the default.
     Test,
     /// The embedded offline engines (Whisper, Piper, earshot or Silero). The default.
     Embedded,
+}
+
+/// Which brain answers calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrainChoice {
+    /// The offline clinic receptionist, one session per call built from the clinic's file. The
+    /// default, with either engine set.
+    Receptionist,
+    /// The engines' shared brain (`VOXANNE_BRAIN=echo`: the echo test double, which repeats
+    /// what it heard; tests inject others). A call's transfer is still only ever to its
+    /// clinic's `transfer_number`.
+    Shared,
 }
 
 /// Server configuration.
@@ -35,6 +47,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `VOXANNE_ENGINES`: `embedded` (default) or `test`.
     pub engines: EngineChoice,
+    /// `VOXANNE_BRAIN`: `receptionist` (default) or `echo` (with the test engines only).
+    pub brain: BrainChoice,
     /// `VOXANNE_MAX_CALLS`: concurrent calls accepted; more get a polite busy message.
     /// Default 100.
     pub max_calls: usize,
@@ -119,6 +133,17 @@ impl Config {
                 });
             }
         };
+        let brain = match nonempty("VOXANNE_BRAIN").as_deref() {
+            None | Some("receptionist") => BrainChoice::Receptionist,
+            Some("echo") if engines == EngineChoice::Test => BrainChoice::Shared,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "VOXANNE_BRAIN",
+                    value: other.into(),
+                    why: "expected `receptionist` (or `echo` with VOXANNE_ENGINES=test)".into(),
+                });
+            }
+        };
         let number = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
             match nonempty(name) {
                 None => Ok(default),
@@ -164,6 +189,7 @@ impl Config {
             models_dir,
             data_dir,
             engines,
+            brain,
             stt_model: nonempty("VOXANNE_STT_MODEL").unwrap_or_else(|| "base".into()),
             tts,
             piper_voice: nonempty("VOXANNE_PIPER_VOICE").map(PathBuf::from),

@@ -32,9 +32,9 @@ pub fn build(config: &Config) -> Result<CallEngines, EngineSetupError> {
             let loaded = engines::embedded::load(&config.embedded_options())?;
             Ok(CallEngines {
                 stt: Arc::new(loaded.stt),
-                // The brain is still the echo brain: the built-in receptionist brain (intents,
-                // bookings, knowledge base) is separate work.
-                brain: Arc::new(EchoBrain::default()),
+                // Every call gets its own receptionist session at setup (`server`); the shared
+                // brain answers nothing.
+                brain: Arc::new(NoSharedBrain),
                 tts: loaded.tts,
                 stt_permits: Arc::new(Semaphore::new(config.stt_concurrency)),
                 vad: loaded.vad,
@@ -47,6 +47,30 @@ pub fn build(config: &Config) -> Result<CallEngines, EngineSetupError> {
             };
             Ok(test_engines(&lines, config.stt_concurrency))
         }
+    }
+}
+
+/// The shared brain of the embedded engines: calls are answered by their own receptionist
+/// session, so this only answers if a call somehow has none, with an error (the core then
+/// apologises) rather than an echo.
+#[derive(Debug)]
+pub struct NoSharedBrain;
+
+impl agent::engine::Brain for NoSharedBrain {
+    fn name(&self) -> &str {
+        "receptionist"
+    }
+
+    fn respond(
+        &self,
+        _request: agent::engine::BrainRequest,
+    ) -> futures_util::stream::BoxStream<
+        'static,
+        Result<agent::engine::BrainEvent, agent::engine::EngineError>,
+    > {
+        Box::pin(futures_util::stream::iter([Err(
+            agent::engine::EngineError::Unavailable("no brain session for this call".into()),
+        )]))
     }
 }
 

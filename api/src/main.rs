@@ -196,7 +196,9 @@ async fn models(action: ModelsAction) -> anyhow::Result<()> {
 async fn open_store() -> anyhow::Result<(storage::Store, PathBuf)> {
     let (data_dir, models_dir) = api::config::dirs_from_lookup(|name| std::env::var(name).ok());
     std::fs::create_dir_all(&data_dir)?;
-    let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
     let store = storage::Store::open(url.as_deref(), &data_dir)
         .await
         .context("cannot open the database")?;

@@ -46,7 +46,11 @@ impl LoadedClinic {
 
 /// Loads an organisation's clinic; an organisation without a clinic file gets
 /// [`Clinic::fallback`] (answers, takes messages, books nothing).
-pub async fn load_clinic(store: &Store, org: OrgId, org_name: &str) -> Result<LoadedClinic, String> {
+pub async fn load_clinic(
+    store: &Store,
+    org: OrgId,
+    org_name: &str,
+) -> Result<LoadedClinic, String> {
     let config = store.get_clinic(org).await.map_err(|e| e.to_string())?;
     let clinic = match config {
         Some(json) => ClinicFile::from_json(&json)
@@ -76,13 +80,7 @@ pub fn session(
     call_sid: Option<CallSid>,
     clock: Clock,
 ) -> ReceptionistSession {
-    let tools = StoreTools {
-        store: store.clone(),
-        org: loaded.org,
-        call_sid,
-        knowledge: loaded.knowledge.clone(),
-        embedder,
-    };
+    let tools = StoreTools::new(store, loaded, embedder, call_sid);
     ReceptionistSession::new(loaded.clinic.clone(), context, Arc::new(tools), clock)
 }
 
@@ -95,6 +93,24 @@ pub struct StoreTools {
     call_sid: Option<CallSid>,
     knowledge: Arc<Vec<KnowledgeChunk>>,
     embedder: Option<MiniLm>,
+}
+
+impl StoreTools {
+    /// Tools for one call (or chat) of `loaded`'s organisation.
+    pub fn new(
+        store: &Store,
+        loaded: &LoadedClinic,
+        embedder: Option<MiniLm>,
+        call_sid: Option<CallSid>,
+    ) -> Self {
+        Self {
+            store: store.clone(),
+            org: loaded.org,
+            call_sid,
+            knowledge: loaded.knowledge.clone(),
+            embedder,
+        }
+    }
 }
 
 async fn bounded<T, E: std::fmt::Display>(
@@ -163,7 +179,9 @@ impl ClinicTools for StoreTools {
         to: DateTime<Utc>,
     ) -> BoxFuture<'static, Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, ToolError>> {
         let t = self.clone();
-        Box::pin(async move { bounded("availability", t.store.busy_intervals(t.org, from, to)).await })
+        Box::pin(
+            async move { bounded("availability", t.store.busy_intervals(t.org, from, to)).await },
+        )
     }
 
     fn book(
@@ -231,7 +249,9 @@ impl ClinicTools for StoreTools {
                 reason: message.reason,
                 urgent: message.urgent,
             };
-            bounded("message", t.store.take_message(&m)).await.map(|_| ())
+            bounded("message", t.store.take_message(&m))
+                .await
+                .map(|_| ())
         })
     }
 
@@ -247,7 +267,8 @@ impl ClinicTools for StoreTools {
             }
             let Some(embedder) = t.embedder.clone() else {
                 return Err(ToolError(
-                    "knowledge search: the MiniLM model is not loaded (voxanne models fetch)".into(),
+                    "knowledge search: the MiniLM model is not loaded (voxanne models fetch)"
+                        .into(),
                 ));
             };
             let version = embedder.model_version().to_string();

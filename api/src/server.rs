@@ -34,7 +34,7 @@ use telephony::webhook::{
 };
 use telephony::{signature, twiml};
 
-use crate::config::Config;
+use crate::config::{BrainChoice, Config};
 use crate::receptionist::LoadedClinic;
 use engines::minilm::MiniLm;
 use receptionist::dialogue::{CallContext, Direction};
@@ -254,8 +254,13 @@ impl AppState {
             )
             .await
             {
-                Ok(Ok(Some(a))) => direction = Direction::Reminder(crate::receptionist::appointment(a)),
-                _ => warn!(call_sid, "reminder call's appointment not found; answering as inbound"),
+                Ok(Ok(Some(a))) => {
+                    direction = Direction::Reminder(crate::receptionist::appointment(a))
+                }
+                _ => warn!(
+                    call_sid,
+                    "reminder call's appointment not found; answering as inbound"
+                ),
             }
         }
         let context = CallContext {
@@ -764,8 +769,12 @@ impl CallHooks for ApiHooks {
                         warn!(assistant = %assistant, "{problem}");
                     }
                 }
-                Ok(Ok(None)) => warn!(assistant = %assistant, "assistant not found; using defaults"),
-                Ok(Err(e)) => warn!(error = %e, "assistant lookup failed; using the default greeting"),
+                Ok(Ok(None)) => {
+                    warn!(assistant = %assistant, "assistant not found; using defaults")
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "assistant lookup failed; using the default greeting")
+                }
                 Err(_) => warn!("assistant lookup timed out; using the default greeting"),
             }
             let meta = state
@@ -777,10 +786,14 @@ impl CallHooks for ApiHooks {
                 .map(|(m, _)| m)
                 .unwrap_or_default();
             let loaded = state.clinic_for(org).await;
-            let brain = state
+            let session = state
                 .receptionist_for(&loaded, &start.call_sid, &meta)
                 .await;
-            let opening = brain.opening();
+            let opening = session.opening();
+            let brain: Option<Arc<dyn agent::engine::Brain>> = match state.config().brain {
+                BrainChoice::Receptionist => Some(Arc::new(session)),
+                BrainChoice::Shared => None,
+            };
             // A clinic file's greeting (or a reminder's opening) wins; an organisation without
             // one keeps its assistant's greeting.
             conversation.greeting = match (&loaded.clinic.file.clinic.greeting, &meta.appointment) {
@@ -802,7 +815,7 @@ impl CallHooks for ApiHooks {
                 conversation,
                 recording_path,
                 org: org_s,
-                brain: Some(Arc::new(brain)),
+                brain,
             })
         })
     }

@@ -399,7 +399,8 @@ const BOOK: &[&str] = &[
     "fit me in",
     "squeeze me in",
     "get me in",
-    "come in",
+    "can i come in",
+    "could i come in",
     "see the dentist",
     "see a dentist",
     "see the hygienist",
@@ -425,6 +426,16 @@ const BOOK: &[&str] = &[
     "looking for a",
     "looking for an",
     "bring my",
+    "could i get",
+    "can i get",
+    "could i have",
+    "can i have",
+    "i'd like",
+    "i would like",
+    "i want",
+    "i need",
+    "can you fit",
+    "i'm after",
 ];
 
 /// Questions about an appointment (answered from knowledge) rather than asking for one.
@@ -514,6 +525,7 @@ const SERVICES_Q: &[&str] = &[
 
 const QUESTION_CUES: &[&str] = &[
     "do you",
+    "do i",
     "can i",
     "is there",
     "are there",
@@ -529,6 +541,12 @@ const QUESTION_CUES: &[&str] = &[
     "is it",
     "does",
     "will i",
+];
+
+/// A turn that starts with one of these is a question, punctuation or not.
+const QUESTION_OPENERS: &[&str] = &[
+    "are", "is", "do", "does", "can", "could", "what", "what's", "how", "where", "when", "will",
+    "would", "should", "have", "has", "which", "who", "why",
 ];
 
 const CHECK_LINE: &[&str] = &[
@@ -680,7 +698,9 @@ pub fn understand(raw: &str, clinic: &Clinic, now: NaiveDateTime) -> Understandi
     let when = when::parse_when(raw, now);
     let service = match_service(&norm, clinic);
     let mut intents = Vec::new();
-    let question = any(&norm, QUESTION_CUES) || raw.contains('?');
+    let first_word = norm.split_whitespace().next().unwrap_or("");
+    let question =
+        any(&norm, QUESTION_CUES) || raw.contains('?') || QUESTION_OPENERS.contains(&first_word);
 
     if any(&norm, EMERGENCY) || emergency_combination(&norm) {
         intents.push(Intent::Emergency);
@@ -699,7 +719,24 @@ pub fn understand(raw: &str, clinic: &Clinic, now: NaiveDateTime) -> Understandi
     if any(&norm, MESSAGE) {
         intents.push(Intent::Message);
     }
-    let cancel = any(&norm, CANCEL);
+    // "If I cancel last minute do I get charged?" asks about the policy, not to cancel.
+    let policy_question = question
+        && any(
+            &norm,
+            &[
+                "if i",
+                "what happens",
+                "policy",
+                "charged",
+                "charge",
+                "a fee",
+                "penalty",
+            ],
+        );
+    let cancel = any(&norm, CANCEL) && !policy_question;
+    // "What should I bring to my first appointment?" is a question about an appointment, not a
+    // request for one.
+    let about_an_appointment = any(&norm, ABOUT_APPOINTMENT);
     let reschedule = any(&norm, RESCHEDULE)
         || (has_phrase(&norm, "instead") && any(&norm, &["appointment", "booking", "booked"]))
         || (cancel && any(&norm, &["book", "rebook"]) && !has_phrase(&norm, "call back"));
@@ -708,7 +745,8 @@ pub fn understand(raw: &str, clinic: &Clinic, now: NaiveDateTime) -> Understandi
     } else if cancel {
         intents.push(Intent::Cancel);
     }
-    let hours_q = any(&norm, HOURS)
+    let hours_q = !about_an_appointment
+        && any(&norm, HOURS)
         && (question || any(&norm, &["opening hours", "opening times"]))
         && !any(&norm, &["open my", "close my"]);
     if hours_q {
@@ -720,16 +758,16 @@ pub fn understand(raw: &str, clinic: &Clinic, now: NaiveDateTime) -> Understandi
     if any(&norm, PRICE) {
         intents.push(Intent::Price);
     }
-    // "What should I bring to my first appointment?" is a question about an appointment, not a
-    // request for one.
-    let about_an_appointment = any(&norm, ABOUT_APPOINTMENT);
     let book_words = (any(&norm, BOOK) || any(&norm, &["if so can i get", "can i get a"]))
         && !about_an_appointment;
     let services_q = any(&norm, SERVICES_Q) && !book_words;
     let booking = !reschedule
         && !intents.contains(&Intent::Cancel)
         && (book_words
-            || (service.is_some() && !services_q && !intents.contains(&Intent::Price))
+            || (service.is_some()
+                && !services_q
+                && !intents.contains(&Intent::Price)
+                && (!question || when.day.is_some() || when.time.is_some()))
             || (hours_q && service.is_some()));
     if booking && !intents.contains(&Intent::Medical) {
         intents.push(Intent::Book);
@@ -756,7 +794,6 @@ pub fn understand(raw: &str, clinic: &Clinic, now: NaiveDateTime) -> Understandi
     intents.sort();
     intents.dedup();
 
-    let first_word = norm.split_whitespace().next().unwrap_or("");
     let yes = any(&norm, YES) && !NO.contains(&first_word);
     let no = NO.contains(&first_word) || any(&norm, NO) && !yes;
     Understanding {
