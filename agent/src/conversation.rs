@@ -218,10 +218,7 @@ pub enum Input<'a> {
     /// The brain reported something worth recording (a tool call and its result, an
     /// escalation): becomes a call event. Recorded even for a cancelled turn, since the side
     /// effect happened.
-    BrainNote {
-        kind: &'static str,
-        detail: String,
-    },
+    BrainNote { kind: &'static str, detail: String },
     /// The brain finished a turn, with an action to take after speaking.
     BrainDone {
         turn: TurnId,

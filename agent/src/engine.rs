@@ -92,10 +92,7 @@ pub enum BrainEvent {
     Action(Action),
     /// Something to record as a call event: `kind` is a stable name staff filter on
     /// (`tool_call`, `escalation`, …), `detail` a JSON object as text.
-    Note {
-        kind: &'static str,
-        detail: String,
-    },
+    Note { kind: &'static str, detail: String },
 }
 
 /// Speech-to-text over one endpointed caller turn.

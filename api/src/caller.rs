@@ -31,6 +31,12 @@ pub struct CallerConfig {
     pub auth_token: String,
     pub from: String,
     pub to: String,
+    /// `inbound`, or `outbound-api` for a call we placed through the REST API (then `from` is
+    /// the clinic's number and `to` the callee).
+    pub direction: String,
+    /// The voice webhook as Twilio was told it (path and query), e.g. `/twilio/voice` or, for a
+    /// reminder, `/twilio/voice?appointment=…`.
+    pub webhook: String,
     /// Twilio's CallSid for this call (`CA` + 32 hex digits).
     pub call_sid: String,
     /// After the last line, hang up once the agent has been quiet this long.
@@ -55,6 +61,8 @@ impl CallerConfig {
             auth_token: auth_token.to_string(),
             from: "+15550100001".into(),
             to: "+15550100002".into(),
+            direction: "inbound".into(),
+            webhook: "/twilio/voice".into(),
             call_sid: new_sid("CA"),
             hang_up_after: Duration::from_secs(3),
             max_duration: Duration::from_secs(120),
@@ -152,21 +160,21 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
         ("ApiVersion", "2010-04-01"),
         ("CallSid", config.call_sid.as_str()),
         ("CallStatus", "ringing"),
-        ("Direction", "inbound"),
+        ("Direction", config.direction.as_str()),
         ("From", config.from.as_str()),
         ("To", config.to.as_str()),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let url = format!("{}/twilio/voice", config.public_url);
+    let url = format!("{}{}", config.public_url, config.webhook);
     let sig = signature::compute(&config.auth_token, &url, &params);
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params.iter())
         .finish();
     engines::models::install_tls_provider();
     let response = reqwest::Client::new()
-        .post(format!("{}/twilio/voice", config.server))
+        .post(format!("{}{}", config.server, config.webhook))
         .header("X-Twilio-Signature", sig)
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(body)

@@ -52,6 +52,12 @@ enum Command {
         /// Where to save what the caller heard.
         #[arg(long, default_value = "simulated-call.wav")]
         out: PathBuf,
+        /// The number called: which clinic answers (default: the default organisation).
+        #[arg(long)]
+        to: Option<String>,
+        /// The caller's number (a returning caller is recognised by it).
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Configure a clinic from one TOML file (`apply`), or write a clinic's file back (`export`).
     Clinic {
@@ -369,6 +375,8 @@ async fn main() -> anyhow::Result<()> {
             synthetic,
             interrupt_ms,
             out,
+            to,
+            from,
         } => {
             let server = server_url(server);
             // Spoken lines need the Piper voice; the default script is spoken too.
@@ -401,6 +409,8 @@ async fn main() -> anyhow::Result<()> {
                 voice,
                 interrupt_after: interrupt_ms.map(Duration::from_millis),
                 out,
+                to,
+                from,
                 database_url: config.database_url.clone(),
                 data_dir: config.data_dir.clone(),
             })

@@ -30,16 +30,23 @@ pub struct SimulateOptions {
     pub interrupt_after: Option<Duration>,
     /// Where to save what the caller heard (mono 8 kHz) and the whole call (stereo).
     pub out: PathBuf,
+    /// The number called (Twilio's `To`): which clinic answers. Default: the simulator's own
+    /// test number, answered by the default organisation.
+    pub to: Option<String>,
+    /// The caller's number (`From`): a returning caller is recognised by it.
+    pub from: Option<String>,
     /// For the transcript: the server's database.
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
 }
 
 /// What the simulated caller says by default: a short booking call that ends in goodbye.
-pub const DEFAULT_LINES: [&str; 3] = [
-    "Hi, I would like to book a cleaning appointment.",
-    "Tuesday morning would be great.",
-    "That's all, thank you. Bye.",
+pub const DEFAULT_LINES: [&str; 5] = [
+    "Hi, I'd like to book a cleaning for Thursday morning, please.",
+    "The first one, please.",
+    "My name is Sam Taylor.",
+    "Yes, please.",
+    "No, that's all, thank you. Bye.",
 ];
 
 /// Speaks `text` with the Piper voice, as 8 kHz PCM.
@@ -175,6 +182,12 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<CallReport> {
     };
     let mut config = CallerConfig::local(&opts.server, &opts.auth_token);
     config.public_url = opts.public_url.trim_end_matches('/').to_string();
+    if let Some(to) = &opts.to {
+        config.to = to.clone();
+    }
+    if let Some(from) = &opts.from {
+        config.from = from.clone();
+    }
     println!(
         "calling {} as {} (CallSid {})",
         opts.server, config.from, config.call_sid
@@ -270,5 +283,22 @@ async fn print_transcript(opts: &SimulateOptions, report: &CallReport) {
             }
         }
         Err(e) => println!("(no transcript: {e})"),
+    }
+    let far = chrono::Duration::days(400);
+    let now = chrono::Utc::now();
+    if let Ok(appointments) = store.list_appointments(org, now - far, now + far).await {
+        for a in appointments
+            .iter()
+            .filter(|a| a.call.as_ref() == Some(&sid))
+        {
+            println!(
+                "\nbooked on this call: {} at {} UTC for {} ({}), {}",
+                a.service,
+                a.starts_at.format("%a %d %b %Y %H:%M"),
+                a.patient_name,
+                a.phone.as_deref().unwrap_or("no number"),
+                a.status
+            );
+        }
     }
 }
