@@ -125,6 +125,18 @@ const EMERGENCY: &[&str] = &[
     "heart attack",
     "stroke",
     "overdose",
+    "hit his head",
+    "hit her head",
+    "hit my head",
+    "banged his head",
+    "banged her head",
+    "banged my head",
+    "head injury",
+    "not making sense",
+    "isn't making sense",
+    "confused and",
+    "seizure",
+    "fitting",
 ];
 
 /// Emergencies said in words the fixed phrases miss: bleeding that is heavy or will not stop,
@@ -332,6 +344,13 @@ const MESSAGE: &[&str] = &[
     "call me",
     "ring me",
     "phone me",
+    "ring back",
+    "ring me",
+    "leave a note",
+    "a note for",
+    "let the practice",
+    "let the dentist know",
+    "let the doctor know",
 ];
 
 const CANCEL: &[&str] = &[
@@ -713,7 +732,26 @@ pub fn understand(raw: &str, clinic: &Clinic, now: NaiveDateTime) -> Understandi
     if medication || (symptom && (any(&norm, ADVICE_CUES) || (question && !asks_to_book))) {
         intents.push(Intent::Medical);
     }
-    if any(&norm, PERSON) {
+    // "Can I talk to Dr Patel?": a member of staff the clinic file names.
+    let staff_named = clinic.file.clinic.staff.iter().any(|name| {
+        let n = text::normalize(name);
+        let surname = n.split_whitespace().last().unwrap_or("");
+        surname.len() > 2 && has_phrase(&norm, surname)
+    });
+    if any(&norm, PERSON)
+        || (staff_named
+            && any(
+                &norm,
+                &[
+                    "speak to",
+                    "talk to",
+                    "speak with",
+                    "talk with",
+                    "put me through",
+                    "get hold of",
+                ],
+            ))
+    {
         intents.push(Intent::Person);
     }
     if any(&norm, MESSAGE) {
