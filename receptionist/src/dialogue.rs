@@ -681,12 +681,12 @@ impl Dialogue<'_> {
             changed = true;
         }
         if let Some(d) = &u.when.day {
-            f.when.day = Some(d.clone());
+            f.when.day = Some(*d);
             // A new day keeps the asked time ("no, Wednesday" at the same time).
             changed = true;
         }
         if let Some(t) = &u.when.time {
-            f.when.time = Some(t.clone());
+            f.when.time = Some(*t);
             changed = true;
         }
         if u.when.day.is_some() || u.when.time.is_some() {
@@ -837,7 +837,7 @@ impl Dialogue<'_> {
     async fn offer(&self, state: &mut State, reply: &mut Reply) {
         let minutes = self.service_minutes(state);
         let today = self.now.date();
-        let when = state.form.when.clone();
+        let when = state.form.when;
         let mut dates = slots::dates(self.clinic, when.day.as_ref(), today);
         let asked_closed = match &when.day {
             Some(DaySpec::Date(d)) => self.clinic.hours_on(*d).is_none(),
@@ -914,7 +914,7 @@ impl Dialogue<'_> {
                     &free,
                     &WhenQuery {
                         day: None,
-                        time: when.time.clone(),
+                        time: when.time,
                     },
                 );
                 if offer.is_empty() {
@@ -1489,7 +1489,7 @@ fn source_when(u: &Understanding, now: NaiveDateTime) -> WhenQuery {
         .min();
     match cut {
         Some(i) => crate::when::parse_when(&u.raw[..i], now),
-        None => u.when.clone(),
+        None => u.when,
     }
 }
 
@@ -1548,7 +1548,9 @@ pub fn hours_summary(clinic: &Clinic) -> String {
         "Saturday",
         "Sunday",
     ];
-    let mut groups: Vec<(usize, usize, Option<(NaiveTime, NaiveTime)>)> = Vec::new();
+    /// Consecutive weekdays with the same hours: (first, last, hours).
+    type Group = (usize, usize, Option<(NaiveTime, NaiveTime)>);
+    let mut groups: Vec<Group> = Vec::new();
     for (i, h) in clinic.week.iter().enumerate() {
         let h = h.map(|h| (h.open, h.close));
         match groups.last_mut() {

@@ -36,7 +36,7 @@ pub fn number_words(n: u64) -> String {
         0..=19 => ONES[n as usize].to_string(),
         20..=99 => {
             let t = TENS[(n / 10) as usize];
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 t.to_string()
             } else {
                 format!("{t}-{}", ONES[(n % 10) as usize])
@@ -44,7 +44,7 @@ pub fn number_words(n: u64) -> String {
         }
         100..=999 => {
             let h = format!("{} hundred", ONES[(n / 100) as usize]);
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 h
             } else {
                 format!("{h} and {}", number_words(n % 100))

@@ -9,6 +9,9 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+/// A booked interval, half-open `[start, end)`.
+pub type Interval = (DateTime<Utc>, DateTime<Utc>);
+
 /// A tool failed (database down, engine missing). The dialogue apologises and offers a person or
 /// a message; the detail goes to the call's events.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +85,7 @@ pub trait ClinicTools: Send + Sync + std::fmt::Debug {
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> BoxFuture<'static, Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, ToolError>>;
+    ) -> BoxFuture<'static, Result<Vec<Interval>, ToolError>>;
     /// Books, transactionally: a conflict is an answer, not an error.
     fn book(
         &self,

@@ -186,12 +186,12 @@ async fn the_development_set_is_handled() {
             }
             "services" | "knowledge" => {
                 let (s, _) = turn(&tools, &mut state, said).await;
-                let grounded = clinic.file.knowledge.iter().any(|k| {
+
+                clinic.file.knowledge.iter().any(|k| {
                     receptionist::clinic::sentences(k.text.as_deref().unwrap_or(""))
                         .iter()
                         .any(|sentence| s.contains(&receptionist::speak::prices(sentence)))
-                }) || s.contains("we do");
-                grounded
+                }) || s.contains("we do")
             }
             "goodbye" => {
                 state.last_reply = "Is there anything else I can help with?".into();

@@ -26,9 +26,12 @@ use storage::{CallSid, NewBooking};
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const CALLEE: &str = "+447700900555";
 
+/// One request's form fields.
+type Form = Vec<(String, String)>;
+
 #[derive(Clone, Default)]
 struct FakeTwilio {
-    received: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    received: Arc<Mutex<Vec<Form>>>,
 }
 
 async fn create_call(
