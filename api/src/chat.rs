@@ -46,6 +46,11 @@ impl Chat {
         }
     }
 
+    /// Recognises a returning caller by their number (before [`Chat::opening`]).
+    pub async fn prepare(&self) {
+        self.session.prepare().await;
+    }
+
     /// The agent's first line.
     pub fn opening(&self) -> String {
         self.session.opening()
@@ -134,6 +139,7 @@ pub async fn run(
     mut output: impl Write,
     as_json: bool,
 ) -> anyhow::Result<()> {
+    chat.prepare().await;
     let opening = chat.opening();
     if as_json {
         writeln!(output, "{}", json!({ "type": "say", "text": opening }))?;

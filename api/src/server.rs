@@ -96,6 +96,10 @@ struct CallMeta {
 /// seconds of our TwiML.
 const PENDING_CALL_TTL: Duration = Duration::from_secs(120);
 
+/// Longest call setup waits to recognise a returning caller before greeting: past it the
+/// generic greeting is said and the caller is looked up on their first turn.
+const CALLER_LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Longest call setup waits for the clinic's config: past it the call is answered from the
 /// cached clinic (or the default greeting) and the caller is never left in silence.
 const CLINIC_LOAD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -789,6 +793,8 @@ impl CallHooks for ApiHooks {
             let session = state
                 .receptionist_for(&loaded, &start.call_sid, &meta)
                 .await;
+            // A returning caller is greeted by name, if the look-up is quick.
+            let _ = tokio::time::timeout(CALLER_LOOKUP_TIMEOUT, session.prepare()).await;
             let opening = session.opening();
             let brain: Option<Arc<dyn agent::engine::Brain>> = match state.config().brain {
                 BrainChoice::Receptionist => Some(Arc::new(session)),

@@ -32,6 +32,9 @@ struct Memory {
     before_last: State,
     /// History length of the last request (a re-asked turn has the same).
     last_history_len: Option<usize>,
+    /// Tool calls made before the first turn (the caller look-up at setup), reported with the
+    /// first reply.
+    early_tools: Vec<crate::dialogue::ToolCall>,
 }
 
 /// One call's receptionist.
@@ -72,11 +75,43 @@ impl ReceptionistSession {
         }
     }
 
-    /// The first thing the agent says: the clinic's greeting, or a reminder call's opening.
+    /// Looks the caller up by caller ID before the call is answered, so a returning caller is
+    /// greeted by name. Callers bound it with a timeout (the greeting must not wait on a slow
+    /// database); if it is cut short, the look-up happens on the first turn instead.
+    pub async fn prepare(&self) {
+        let Some(phone) = self.context.caller.clone() else {
+            return;
+        };
+        let Ok(record) = self.tools.lookup_caller(phone.clone()).await else {
+            return;
+        };
+        let mut memory = self.memory.lock().await;
+        memory.early_tools.push(crate::dialogue::ToolCall {
+            name: "lookup_caller",
+            arguments: serde_json::json!({ "phone": phone }),
+            result: serde_json::json!({ "name": record.name, "upcoming": record.upcoming.len() }),
+        });
+        memory.current.caller = Some(record);
+    }
+
+    /// The first thing the agent says: the clinic's greeting (with a returning caller's first
+    /// name), or a reminder call's opening.
     pub fn opening(&self) -> String {
         match &self.context.direction {
             Direction::Reminder(appt) => self.dialogue().reminder_opening(appt),
-            Direction::Inbound => self.clinic.greeting(),
+            Direction::Inbound => {
+                let name = self.memory.try_lock().ok().and_then(|m| {
+                    m.current
+                        .caller
+                        .as_ref()
+                        .and_then(|c| c.name.clone())
+                        .and_then(|n| n.split_whitespace().next().map(str::to_string))
+                });
+                match name {
+                    Some(first) => format!("Hello {first}! {}", self.clinic.greeting()),
+                    None => self.clinic.greeting(),
+                }
+            }
         }
     }
 
@@ -100,8 +135,13 @@ impl ReceptionistSession {
         };
         memory.before_last = state.clone();
         memory.last_history_len = Some(history_len);
-        let reply = self.dialogue().respond(&mut state, heard_last, input).await;
+        let mut reply = self.dialogue().respond(&mut state, heard_last, input).await;
         memory.current = state;
+        let mut early = std::mem::take(&mut memory.early_tools);
+        if !early.is_empty() {
+            early.append(&mut reply.tools);
+            reply.tools = early;
+        }
         reply
     }
 

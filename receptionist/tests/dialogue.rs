@@ -297,6 +297,38 @@ async fn a_returning_caller_moves_an_appointment_without_re_asking() {
 }
 
 #[tokio::test]
+async fn a_returning_caller_is_greeted_by_name() {
+    let c0 = Convo::at(NOW, Some(CALLER));
+    c0.tools.seed(
+        "Check-up",
+        utc(&c0.clinic, "2026-12-03T10:00"),
+        30,
+        "Gareth Jones",
+        CALLER,
+    );
+    let c = Convo::with(NOW, Some(CALLER), c0.tools.clone(), Default::default());
+    c.session.prepare().await;
+    assert!(
+        c.session
+            .opening()
+            .starts_with("Hello Gareth! Thank you for calling Bright Smile Dental")
+    );
+    let stranger = Convo::with(
+        NOW,
+        Some("+447700900999"),
+        c0.tools.clone(),
+        Default::default(),
+    );
+    stranger.session.prepare().await;
+    assert!(
+        stranger
+            .session
+            .opening()
+            .starts_with("Thank you for calling")
+    );
+}
+
+#[tokio::test]
 async fn a_returning_caller_cancels_after_confirming() {
     let c0 = Convo::at(NOW, Some(CALLER));
     c0.tools.seed(
