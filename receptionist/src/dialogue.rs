@@ -897,7 +897,7 @@ impl Dialogue<'_> {
         }
         let mut offer = slots::choose(&free, &when);
         let mut widened = false;
-        if offer.is_empty() && !free.is_empty() {
+        if offer.is_empty() {
             // Nothing in the asked window that day: the nearest on other days.
             let wider = slots::dates(
                 self.clinic,

@@ -456,3 +456,16 @@ async fn a_reminder_call_is_confirmed_or_moved() {
     let r = c.say("no I can't, can we do Friday morning instead").await;
     assert!(said(&r).contains("Friday"), "{}", c.dump());
 }
+
+#[tokio::test]
+async fn a_full_day_offers_the_nearest_other_days() {
+    let c0 = Convo::at(NOW, Some(CALLER));
+    // Thursday 3 December is booked solid, 08:30 to 19:00.
+    c0.tools.seed("Whitening", utc(&c0.clinic, "2026-12-03T08:30"), 630, "Busy Day", "+447700900998");
+    let mut c = Convo::with(NOW, Some(CALLER), c0.tools.clone(), Default::default());
+    let r = c.say("Can I book a check-up on Thursday?").await;
+    let s = said(&r);
+    assert!(s.contains("don't have anything then"), "{}", c.dump());
+    assert!(!s.contains("Thursday the 3rd"), "{}", c.dump());
+    assert!(s.contains("Friday the 4th") || s.contains("Wednesday"), "{}", c.dump());
+}
