@@ -17,6 +17,10 @@
 //!   heard, judged by the marks Twilio echoed, not as what was generated.
 //! - DTMF, silence prompts, hang-up after repeated silence, a maximum call length and a graceful
 //!   goodbye.
+//! - engine failures are never mistaken for conversation: a sentence TTS failed on is not heard
+//!   (and a reply of which nothing could be spoken is apologised for, once); a real caller turn
+//!   speech-to-text failed on is not silence (the caller is asked to repeat, and after
+//!   `max_unheard_prompts` such prompts in a row the brain gets [`CallerInput::Unheard`]).
 //!
 //! Invariant: the brain's history holds, for agent turns, only what the caller actually heard.
 
@@ -78,8 +82,17 @@ pub struct ConversationConfig {
     pub max_call: Duration,
     /// Said before the agent hangs up on its own (silence, maximum length).
     pub goodbye: String,
-    /// Said when the brain fails before saying anything.
+    /// Said when the brain fails before saying anything, or when none of a reply could be
+    /// synthesised.
     pub apology: String,
+    /// Said when speech-to-text fails on a real caller turn (one that reached
+    /// `barge_in_min_ms` of voiced speech): the caller spoke, we did not get it.
+    pub unheard_prompt: String,
+    /// Consecutive failed transcripts answered with `unheard_prompt`; the next one in a row
+    /// goes to the brain as [`CallerInput::Unheard`] so it can offer a person or a message.
+    /// 2, as for silence: asking a third time to repeat only frustrates a caller on a bad line
+    /// (or during a recogniser outage).
+    pub max_unheard_prompts: u32,
     /// How long after the last frame's play time we wait for Twilio to echo its marks before
     /// assuming the audio was heard. 2 s: Twilio echoes within a frame or two of playback.
     pub mark_grace: Duration,
@@ -107,6 +120,8 @@ impl Default for ConversationConfig {
             goodbye: "Thank you for calling. Goodbye.".into(),
             early_transcribe_ms: None,
             apology: "I'm sorry, I'm having trouble right now. Could you say that again?".into(),
+            unheard_prompt: "Sorry, I didn't catch that — could you say it again?".into(),
+            max_unheard_prompts: 2,
             mark_grace: Duration::from_secs(2),
         }
     }
@@ -315,6 +330,9 @@ struct Segment {
     heard_at: Option<Now>,
     /// When its first frame was released.
     first_sent: Option<Now>,
+    /// Synthesis failed: whatever audio it had still plays (and its mark is still sent, so
+    /// the turn completes on time), but its text never counts as heard.
+    failed: bool,
 }
 
 #[derive(Debug)]
@@ -326,6 +344,9 @@ struct AgentTurn {
     segments: Vec<Segment>,
     brain_done: bool,
     action: Option<Action>,
+    /// The brain failed and this turn already carries the apology: if that fails to play too,
+    /// nothing more is tried (no apology for an apology).
+    apologised: bool,
     asked_at: Now,
     first_text_at: Option<Now>,
     first_synth_at: Option<Now>,
@@ -347,6 +368,7 @@ impl AgentTurn {
             segments: Vec::new(),
             brain_done: turn.is_none(),
             action: None,
+            apologised: false,
             asked_at: now,
             first_text_at: None,
             first_synth_at: None,
@@ -373,13 +395,23 @@ impl AgentTurn {
         let mut previous_end: Option<Now> = None;
         for s in &self.segments {
             if s.heard_at.is_some() {
-                parts.push(s.text.clone());
+                if !s.failed {
+                    parts.push(s.text.clone());
+                }
                 previous_end = s.heard_at;
+                continue;
+            }
+            if s.failed && s.first_sent.is_none() {
+                // Failed with no audio: nothing of it plays; the next sentence may.
                 continue;
             }
             let Some(first_sent) = s.first_sent else {
                 break;
             };
+            if s.failed {
+                // Playing what there was of a failed sentence: none of its words count.
+                break;
+            }
             let started = previous_end.map_or(first_sent, |p| p.max(first_sent));
             let duration = s.queued as f64 / f64::from(PHONE_RATE);
             if duration > 0.0 {
@@ -394,6 +426,17 @@ impl AgentTurn {
             break;
         }
         join(parts.iter().map(String::as_str))
+    }
+
+    /// What the caller heard of a turn that played to the end: every sentence but those TTS
+    /// failed on.
+    fn heard_whole(&self) -> String {
+        join(
+            self.segments
+                .iter()
+                .filter(|s| !s.failed)
+                .map(|s| s.text.as_str()),
+        )
     }
 
     fn all_heard(&self) -> bool {
@@ -456,6 +499,9 @@ struct PendingTranscript {
     end_ms: u64,
     endpointed_at: Now,
     endpointing_ms: u32,
+    /// The turn reached `barge_in_min_ms` of voiced speech: the caller really spoke, so a
+    /// failed transcript of it is not noise.
+    confirmed: bool,
     result: Option<Result<String, EngineError>>,
     arrived_at: Option<Now>,
 }
@@ -518,6 +564,8 @@ pub struct Conversation {
     started_at: Option<Now>,
     idle_since: Option<Now>,
     silence_prompts: u32,
+    /// Real caller turns in a row that speech-to-text failed on (see `max_unheard_prompts`).
+    unheard_in_row: u32,
     /// The call is ending for this reason once the current agent turn has been heard.
     ending: Option<EndReason>,
     ended: Option<EndReason>,
@@ -559,6 +607,7 @@ impl Conversation {
             started_at: None,
             idle_since: None,
             silence_prompts: 0,
+            unheard_in_row: 0,
             ending: None,
             ended: None,
             outputs: VecDeque::new(),
@@ -827,6 +876,7 @@ impl Conversation {
             end_ms: end * 1000 / u64::from(ENGINE_RATE),
             endpointed_at: now,
             endpointing_ms,
+            confirmed: turn.confirmed,
             result: None,
             arrived_at: None,
         };
@@ -893,6 +943,12 @@ impl Conversation {
             Some(Ok(text)) => text.trim().to_string(),
             Some(Err(e)) => {
                 self.event("error", format!("speech-to-text: {e}"));
+                if p.confirmed {
+                    // The caller spoke and we failed to hear it: not silence, not noise.
+                    self.caller_unheard(now, id, (p.endpointed_at, p.endpointing_ms, stt_ms));
+                    return;
+                }
+                // Too short to be a real turn (a cough, a click): treated as noise below.
                 String::new()
             }
             None => String::new(),
@@ -927,6 +983,7 @@ impl Conversation {
             latency,
         });
         self.silence_prompts = 0;
+        self.unheard_in_row = 0;
         if self.ending.is_some() {
             // The agent is saying goodbye: the words are recorded, not answered.
             return;
@@ -953,18 +1010,51 @@ impl Conversation {
         );
     }
 
+    /// Speech-to-text failed on a real caller turn. The caller is there (so the silence count
+    /// starts again) and is asked to repeat; after `max_unheard_prompts` such prompts in a row
+    /// the brain is asked with [`CallerInput::Unheard`] instead, so it can offer a person or a
+    /// message. Words carried over from an abandoned reply stay carried over for the next
+    /// transcript.
+    fn caller_unheard(&mut self, now: Now, id: TurnId, answers: (Now, u32, u32)) {
+        self.silence_prompts = 0;
+        self.unheard_in_row += 1;
+        self.event("unheard", format!("{} in a row", self.unheard_in_row));
+        let quiet = self.agent.is_none() && self.pending.is_empty() && self.caller_turn.is_none();
+        if !quiet || self.ending.is_some() {
+            // The caller is speaking again, later turns are on their way, or the agent is
+            // already busy (or saying goodbye): nothing to say now.
+            return;
+        }
+        if self.unheard_in_row > self.config.max_unheard_prompts {
+            self.unheard_in_row = 0;
+            let mut agent = AgentTurn::new(AgentKind::Reply, Some(id), now);
+            agent.answers = Some(answers);
+            self.send_to_brain(id, agent, CallerInput::Unheard, "(unheard)".into());
+        } else {
+            let prompt = self.config.unheard_prompt.clone();
+            self.speak_fixed(now, AgentKind::Prompt, &prompt);
+        }
+    }
+
     /// Starts the agent's reply to what the caller said.
     fn ask_brain(&mut self, now: Now, id: TurnId, text: String, answers: Option<(Now, u32, u32)>) {
         let mut agent = AgentTurn::new(AgentKind::Reply, Some(id), now);
         agent.caller_text = Some(text.clone());
         agent.answers = answers;
+        self.send_to_brain(id, agent, CallerInput::Speech(text.clone()), text);
+    }
+
+    /// Makes `agent` the current turn and asks the brain to answer `input`, which the history
+    /// records as the caller's line `line`.
+    fn send_to_brain(&mut self, id: TurnId, agent: AgentTurn, input: CallerInput, line: String) {
+        let answers = agent.answers;
         let request = BrainRequest {
             history: self.history.clone(),
-            input: CallerInput::Speech(text.clone()),
+            input,
         };
         self.history.push(Message {
             role: Role::Caller,
-            text,
+            text: line,
         });
         self.agent = Some(agent);
         self.idle_since = None;
@@ -978,6 +1068,7 @@ impl Conversation {
     fn handle_dtmf(&mut self, now: Now, digit: char) {
         self.event("dtmf", digit.to_string());
         self.silence_prompts = 0;
+        self.unheard_in_row = 0;
         if self
             .agent
             .as_ref()
@@ -1035,6 +1126,7 @@ impl Conversation {
             Ok(action) => agent.action = action,
             Err(e) => {
                 let nothing_said = agent.segments.is_empty();
+                agent.apologised = nothing_said;
                 self.event("error", format!("brain: {e}"));
                 if nothing_said {
                     let apology = self.config.apology.clone();
@@ -1089,6 +1181,7 @@ impl Conversation {
             return;
         }
         seg.synth_done = true;
+        seg.failed = result.is_err();
         let queued = seg.queued;
         if !self.partial.is_empty() {
             // Pad the last partial frame with silence so the mark follows all of the sentence.
@@ -1101,7 +1194,13 @@ impl Conversation {
             self.playout.push_back(PlayoutItem::Mark(segment));
         }
         if let Err(e) = result {
-            self.event("error", format!("text-to-speech: {e}"));
+            self.event(
+                "error",
+                format!(
+                    "text-to-speech: segment {} ({queued} samples synthesised): {e}",
+                    segment.0
+                ),
+            );
         }
         self.pump(now);
         self.check_agent_complete(now);
@@ -1163,6 +1262,7 @@ impl Conversation {
             synth_done: false,
             heard_at: None,
             first_sent: None,
+            failed: false,
         });
         self.outputs
             .push_back(Output::Synthesize { segment: id, text });
@@ -1263,8 +1363,21 @@ impl Conversation {
         };
         let kind = agent.kind;
         let action = agent.action.clone();
+        // A reply of which TTS could speak nothing: the caller heard silence. Apologise (once;
+        // the apology is a fixed turn, which is never apologised for). A reply with an action
+        // goes ahead with it instead: "say that again?" before hanging up would be worse.
+        let apologise = kind == AgentKind::Reply
+            && action.is_none()
+            && !agent.apologised
+            && agent.segments.iter().any(|s| s.failed)
+            && agent.heard_whole().is_empty();
         self.finish_agent_turn(now, agent, false);
         self.idle_since = Some(now);
+        if apologise {
+            let apology = self.config.apology.clone();
+            self.speak_fixed(now, AgentKind::Prompt, &apology);
+            return;
+        }
         let reason = match (kind, action) {
             (AgentKind::Goodbye, _) => Some(self.ending.clone().unwrap_or(EndReason::AgentHungUp)),
             (_, Some(Action::Hangup)) => Some(EndReason::AgentHungUp),
@@ -1356,7 +1469,7 @@ impl Conversation {
         let heard = if interrupted {
             agent.heard(now)
         } else {
-            text.clone()
+            agent.heard_whole()
         };
         let mut latency = Latency::default();
         if let Some((endpointed_at, endpointing_ms, stt_ms)) = agent.answers {

@@ -62,6 +62,11 @@ pub enum CallerInput {
     Speech(String),
     /// A key pressed on the phone's keypad (`0-9`, `*`, `#`, `A-D`).
     Dtmf(char),
+    /// The caller spoke, but speech-to-text failed on their last few turns in a row (the core
+    /// has already asked them to repeat; see `ConversationConfig::max_unheard_prompts`). A brain
+    /// should offer another way through, such as a person or a message; one that does not care
+    /// can treat it as empty speech.
+    Unheard,
 }
 
 /// Everything one brain turn needs.

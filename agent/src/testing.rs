@@ -84,6 +84,9 @@ impl Brain for EchoBrain {
                 )),
             ],
             CallerInput::Dtmf(d) => vec![Ok(BrainEvent::Text(format!("You pressed {d}.")))],
+            CallerInput::Unheard => vec![Ok(BrainEvent::Text(
+                "I'm sorry, I can't hear you well.".into(),
+            ))],
         };
         if let Ok(mut seen) = self.seen.lock() {
             seen.push(request);

@@ -30,7 +30,7 @@ enum Due {
     Note(&'static str, String),
     BrainDone(TurnId, Result<Option<Action>, EngineError>),
     Audio(SegmentId, Vec<i16>),
-    SpeechDone(SegmentId),
+    SpeechDone(SegmentId, Result<(), EngineError>),
     Mark(String),
     Dtmf(char),
 }
@@ -54,6 +54,11 @@ struct Sim {
     brain_delay: Duration,
     tts_delay: Duration,
     transcripts: VecDeque<String>,
+    /// The next this many transcriptions fail (the recogniser is down), before `transcripts`
+    /// is consulted.
+    failing_transcripts: usize,
+    /// Sentences whose synthesis fails, with no audio, every time they are requested.
+    failing_speech: Vec<String>,
     brain: BrainScript,
     /// Samples of tone per character of synthesised text (8 kHz).
     samples_per_char: usize,
@@ -66,6 +71,8 @@ struct Sim {
     events: Vec<CallEvent>,
     asked: Vec<BrainRequest>,
     transcribed: Vec<(TurnId, usize)>,
+    /// Every text sent to TTS, in order.
+    synthesized: Vec<String>,
     /// Early transcriptions declined (when `decline_early`).
     declined: Vec<(TurnId, usize)>,
     decline_early: bool,
@@ -89,12 +96,15 @@ impl Sim {
             brain_delay: ms(200),
             tts_delay: ms(100),
             transcripts: VecDeque::new(),
+            failing_transcripts: 0,
+            failing_speech: Vec::new(),
             brain: Box::new(|req: &BrainRequest| match &req.input {
                 CallerInput::Speech(t) => vec![
                     BrainEvent::Text(format!("You said {t}.")),
                     BrainEvent::Text("Anything else?".into()),
                 ],
                 CallerInput::Dtmf(d) => vec![BrainEvent::Text(format!("You pressed {d}."))],
+                CallerInput::Unheard => vec![BrainEvent::Text("I can't hear you well.".into())],
             }),
             samples_per_char: 440, // 55 ms a character
             frames: Vec::new(),
@@ -105,6 +115,7 @@ impl Sim {
             events: Vec::new(),
             asked: Vec::new(),
             transcribed: Vec::new(),
+            synthesized: Vec::new(),
             declined: Vec::new(),
             decline_early: false,
             cancels: Vec::new(),
@@ -181,10 +192,7 @@ impl Sim {
                         samples: &input_owned,
                     }
                 }
-                Due::SpeechDone(segment) => Input::SpeechDone {
-                    segment,
-                    result: Ok(()),
-                },
+                Due::SpeechDone(segment, result) => Input::SpeechDone { segment, result },
                 Due::Mark(name) => {
                     self.conv.handle_input(now, Input::MarkPlayed(&name));
                     self.drain();
@@ -254,8 +262,13 @@ impl Sim {
                 }
                 Output::Transcribe { turn, audio, .. } => {
                     self.transcribed.push((turn, audio.len()));
-                    let text = self.transcripts.pop_front().unwrap_or_default();
-                    self.schedule(now + self.stt_delay, Due::Transcript(turn, Ok(text)));
+                    let result = if self.failing_transcripts > 0 {
+                        self.failing_transcripts -= 1;
+                        Err(EngineError::Unavailable("recogniser down".into()))
+                    } else {
+                        Ok(self.transcripts.pop_front().unwrap_or_default())
+                    };
+                    self.schedule(now + self.stt_delay, Due::Transcript(turn, result));
                 }
                 Output::AskBrain { turn, request, .. } => {
                     let events = (self.brain)(&request);
@@ -277,15 +290,21 @@ impl Sim {
                     self.schedule(t, Due::BrainDone(turn, Ok(action)));
                 }
                 Output::Synthesize { segment, text } => {
+                    self.synthesized.push(text.clone());
+                    let at = now + self.tts_delay;
+                    if self.failing_speech.contains(&text) {
+                        let e = EngineError::Failed("synthesis failed".into());
+                        self.schedule(at, Due::SpeechDone(segment, Err(e)));
+                        continue;
+                    }
                     let n = text.chars().count() * self.samples_per_char;
                     let samples: Vec<i16> = (0..n)
                         .map(|i| ((i as f32 * 0.3).sin() * 7000.0) as i16)
                         .collect();
-                    let at = now + self.tts_delay;
                     for chunk in samples.chunks(800) {
                         self.schedule(at, Due::Audio(segment, chunk.to_vec()));
                     }
-                    self.schedule(at, Due::SpeechDone(segment));
+                    self.schedule(at, Due::SpeechDone(segment, Ok(())));
                 }
                 Output::CancelBrain { turn } => {
                     self.queue.retain(|(_, _, d)| match d {
@@ -296,7 +315,7 @@ impl Sim {
                 }
                 Output::CancelSpeech { through } => {
                     self.queue.retain(|(_, _, d)| match d {
-                        Due::Audio(s, _) | Due::SpeechDone(s) => *s > through,
+                        Due::Audio(s, _) | Due::SpeechDone(s, _) => *s > through,
                         _ => true,
                     });
                     self.cancels.push(Output::CancelSpeech { through });
@@ -533,7 +552,7 @@ fn barge_in_cancels_the_brain_and_speech_still_in_flight() {
     sim.queue.retain(|(_, _, d)| {
         !matches!(
             d,
-            Due::SpeechDone(SegmentId(2)) | Due::Audio(SegmentId(2), _)
+            Due::SpeechDone(SegmentId(2), _) | Due::Audio(SegmentId(2), _)
         )
     });
     // The first sentence plays from ~2.75 s; the caller interrupts at 2.9 s.
@@ -968,4 +987,212 @@ fn brain_notes_become_call_events_in_order_with_the_reply() {
     let start = sim.events_of("start")[0].seq;
     assert!(notes[0].seq > start);
     assert_eq!(sim.agent_turns()[1].text, "You're booked in.");
+}
+
+/// The caller says "hello" once; the brain answers with `reply`, one event per sentence.
+fn sim_with_reply(reply: &'static [&'static str]) -> Sim {
+    let mut config = config();
+    config.greeting = "Hi.".into();
+    let mut sim = Sim::new(config);
+    sim.transcripts.push_back("hello".into());
+    sim.brain = Box::new(move |_req: &BrainRequest| {
+        reply
+            .iter()
+            .map(|s| BrainEvent::Text((*s).to_string()))
+            .collect()
+    });
+    sim.start();
+    sim.say(1_000, 1_600);
+    sim
+}
+
+/// The sentences the core makes of a fixed text, as it sends them to TTS.
+fn sentences(text: &str) -> Vec<String> {
+    let mut buffer = format!("{text} ");
+    let mut out = agent::engine::drain_sentences(&mut buffer);
+    if !buffer.trim().is_empty() {
+        out.push(buffer.trim().to_string());
+    }
+    out
+}
+
+#[test]
+fn a_reply_whose_only_sentence_fails_to_synthesise_is_not_heard_and_is_apologised_for() {
+    let mut sim = sim_with_reply(&["We open at eight."]);
+    sim.failing_speech.push("We open at eight.".into());
+    sim.run_until(9_000);
+    let apology = ConversationConfig::default().apology;
+
+    let agent = sim.agent_turns();
+    let failed = agent
+        .iter()
+        .find(|t| t.text == "We open at eight.")
+        .expect("the failed reply is recorded");
+    assert_eq!(failed.heard.as_deref(), Some(""), "nothing of it was heard");
+    let errors = sim.events_of("error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].detail.contains("text-to-speech"), "{errors:?}");
+    // The brain's history holds no agent text the caller did not hear.
+    assert!(
+        !sim.conv
+            .history()
+            .iter()
+            .any(|m| m.role == Role::Agent && m.text.contains("eight")),
+        "{:?}",
+        sim.conv.history()
+    );
+    // The apology went through TTS and was played: its frames were sent and its marks echoed.
+    let last = agent.last().unwrap();
+    assert_eq!(last.text, apology);
+    assert_eq!(last.heard.as_deref(), Some(apology.as_str()));
+    let apology_frames: usize = sentences(&apology).iter().map(|s| frames_for(s)).sum();
+    assert_eq!(sim.frames.len(), frames_for("Hi.") + apology_frames);
+    let last_agent = sim
+        .conv
+        .history()
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Agent)
+        .unwrap();
+    assert_eq!(last_agent.text, apology);
+}
+
+#[test]
+fn a_failed_apology_is_not_retried() {
+    let mut sim = sim_with_reply(&["We open at eight."]);
+    let apology = ConversationConfig::default().apology;
+    sim.failing_speech.push("We open at eight.".into());
+    sim.failing_speech.extend(sentences(&apology));
+    sim.run_until(9_000);
+    // The apology was tried once (each of its sentences synthesised once), then no more.
+    let first = sentences(&apology).remove(0);
+    let tries = sim.synthesized.iter().filter(|t| **t == first).count();
+    assert_eq!(tries, 1, "{:?}", sim.synthesized);
+    assert_eq!(
+        sim.events_of("error").len(),
+        1 + sentences(&apology).len(),
+        "{:?}",
+        sim.events
+    );
+    // Nothing but the greeting was heard, and the core is idle again (not stuck mid-turn).
+    assert_eq!(sim.frames.len(), frames_for("Hi."));
+    assert!(!sim.conv.agent_active());
+    assert!(
+        sim.agent_turns()
+            .iter()
+            .skip(1)
+            .all(|t| t.heard.as_deref() == Some("")),
+        "{:?}",
+        sim.agent_turns()
+    );
+    // Later the silence rules take over as usual.
+    sim.run_until(18_000);
+    assert_eq!(sim.events_of("silence_prompt").len(), 1);
+    let tries = sim.synthesized.iter().filter(|t| **t == first).count();
+    assert_eq!(tries, 1, "{:?}", sim.synthesized);
+}
+
+#[test]
+fn a_reply_that_fails_after_its_first_sentence_keeps_what_was_heard_without_apology() {
+    let mut sim = sim_with_reply(&["We open at eight.", "We close at six."]);
+    sim.failing_speech.push("We close at six.".into());
+    sim.run_until(9_000);
+    let agent = sim.agent_turns();
+    let reply = agent
+        .iter()
+        .find(|t| t.text == "We open at eight. We close at six.")
+        .expect("the reply is recorded");
+    assert_eq!(reply.heard.as_deref(), Some("We open at eight."));
+    assert!(!reply.interrupted);
+    assert_eq!(sim.events_of("error").len(), 1);
+    // Something of the reply was heard: no apology.
+    let apology = ConversationConfig::default().apology;
+    assert!(agent.iter().all(|t| t.text != apology), "{agent:?}");
+    let last_agent = sim
+        .conv
+        .history()
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Agent)
+        .unwrap();
+    assert_eq!(last_agent.text, "We open at eight.");
+}
+
+#[test]
+fn failed_transcripts_of_real_turns_are_asked_again_then_go_to_the_brain_not_taken_for_silence() {
+    let mut sim = Sim::new(config());
+    let prompt = ConversationConfig::default().unheard_prompt;
+    let max = ConversationConfig::default().max_unheard_prompts;
+    assert_eq!(max, 2);
+    sim.failing_transcripts = 3;
+    sim.start();
+    // Three real turns (1 s of speech each), each after the agent's previous prompt has
+    // played (~3 s), none of which the recogniser can decode.
+    sim.say(2_000, 3_000);
+    sim.say(8_000, 9_000);
+    sim.say(14_000, 15_000);
+    sim.run_until(14_000);
+    let prompts: Vec<_> = sim
+        .agent_turns()
+        .iter()
+        .filter(|t| t.text == prompt)
+        .map(|t| t.heard.clone())
+        .collect();
+    assert_eq!(prompts, vec![Some(prompt.clone()), Some(prompt.clone())]);
+    assert!(sim.asked.is_empty(), "{:?}", sim.asked);
+    // The third consecutive failure goes to the brain, which can offer a person or a message.
+    sim.run_until(24_000);
+    assert_eq!(sim.asked.len(), 1);
+    assert_eq!(sim.asked[0].input, CallerInput::Unheard);
+    assert_eq!(
+        sim.agent_turns().last().unwrap().text,
+        "I can't hear you well."
+    );
+    let repeats = sim
+        .agent_turns()
+        .iter()
+        .filter(|t| t.text == prompt)
+        .count();
+    assert_eq!(repeats, max as usize);
+    assert_eq!(sim.events_of("error").len(), 3);
+    assert!(sim.events_of("silence_prompt").is_empty());
+    assert!(sim.hangup.is_none());
+    assert!(sim.conv.ended().is_none());
+}
+
+#[test]
+fn a_failed_transcript_of_a_real_turn_resets_the_silence_prompts() {
+    let mut sim = Sim::new(config());
+    sim.failing_transcripts = 1;
+    sim.start();
+    // First silence prompt at ~9.5 s; the caller answers at 12 s, undecodably; then silence.
+    sim.say(12_000, 12_600);
+    sim.run_until(80_000);
+    let (_, reason) = sim.hangup.clone().unwrap();
+    assert_eq!(reason, EndReason::SilenceTimeout);
+    // 1 prompt before the answer, then 2 more before goodbye: the caller was there.
+    assert_eq!(sim.events_of("silence_prompt").len(), 3);
+    let prompt = ConversationConfig::default().unheard_prompt;
+    assert_eq!(
+        sim.agent_turns()
+            .iter()
+            .filter(|t| t.text == prompt)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_failed_transcript_of_a_short_sound_is_still_treated_as_noise() {
+    let mut sim = Sim::new(config());
+    sim.failing_transcripts = 1;
+    sim.start();
+    // A 200 ms sound while idle: a turn for the endpointer, too short to be a real one.
+    sim.say(3_000, 3_200);
+    sim.run_until(12_000);
+    assert_eq!(sim.transcribed.len(), 1);
+    assert_eq!(sim.events_of("error").len(), 1);
+    let prompt = ConversationConfig::default().unheard_prompt;
+    assert!(sim.agent_turns().iter().all(|t| t.text != prompt));
+    assert!(sim.asked.is_empty());
 }

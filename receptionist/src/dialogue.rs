@@ -155,6 +155,10 @@ impl Reply {
     }
 }
 
+/// The input text `session` passes for `agent::engine::CallerInput::Unheard` (the caller
+/// spoke, speech-to-text kept failing); no transcript looks like it.
+pub const UNHEARD_INPUT: &str = "__unheard__";
+
 /// The receptionist for one call.
 #[derive(Debug)]
 pub struct Dialogue<'a> {
@@ -181,6 +185,15 @@ impl Dialogue<'_> {
     /// Answers one caller turn, updating `state`.
     pub async fn respond(&self, state: &mut State, heard_last: Option<&str>, input: &str) -> Reply {
         let mut reply = Reply::default();
+        // Speech-to-text failed on several turns in a row (the core has already asked the
+        // caller to repeat): offer a way round it rather than guess.
+        if input == UNHEARD_INPUT {
+            reply.say("I'm sorry, I'm having trouble hearing you.");
+            reply.say("I can put you through to the team, or take a message so they can call you back. Which would you prefer?");
+            state.awaiting = Awaiting::PersonOrMessage;
+            state.last_reply = reply.say.join(" ");
+            return reply;
+        }
         if state.caller.is_none()
             && let Some(phone) = &self.context.caller
         {

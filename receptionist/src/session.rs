@@ -196,6 +196,7 @@ impl Brain for ReceptionistSession {
         let input = match request.input {
             CallerInput::Speech(text) => text,
             CallerInput::Dtmf(d) => d.to_string(),
+            CallerInput::Unheard => crate::dialogue::UNHEARD_INPUT.to_string(),
         };
         let heard_last = request
             .history

@@ -461,11 +461,30 @@ async fn a_reminder_call_is_confirmed_or_moved() {
 async fn a_full_day_offers_the_nearest_other_days() {
     let c0 = Convo::at(NOW, Some(CALLER));
     // Thursday 3 December is booked solid, 08:30 to 19:00.
-    c0.tools.seed("Whitening", utc(&c0.clinic, "2026-12-03T08:30"), 630, "Busy Day", "+447700900998");
+    c0.tools.seed(
+        "Whitening",
+        utc(&c0.clinic, "2026-12-03T08:30"),
+        630,
+        "Busy Day",
+        "+447700900998",
+    );
     let mut c = Convo::with(NOW, Some(CALLER), c0.tools.clone(), Default::default());
     let r = c.say("Can I book a check-up on Thursday?").await;
     let s = said(&r);
     assert!(s.contains("don't have anything then"), "{}", c.dump());
     assert!(!s.contains("Thursday the 3rd"), "{}", c.dump());
-    assert!(s.contains("Friday the 4th") || s.contains("Wednesday"), "{}", c.dump());
+    assert!(
+        s.contains("Friday the 4th") || s.contains("Wednesday"),
+        "{}",
+        c.dump()
+    );
+}
+
+#[tokio::test]
+async fn a_caller_the_recogniser_cannot_hear_is_offered_a_person_or_a_message() {
+    let mut c = Convo::at(NOW, Some(CALLER));
+    let r = c.say(receptionist::dialogue::UNHEARD_INPUT).await;
+    assert!(said(&r).contains("trouble hearing you"), "{}", said(&r));
+    let r = c.say("a message please").await;
+    assert!(said(&r).contains("pass on"), "{}", c.dump());
 }

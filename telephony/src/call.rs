@@ -4,21 +4,40 @@
 //! [`Conversation`]; it feeds the core inputs stamped with the time since the call began, carries
 //! out the core's outputs, and sleeps until the core's next timeout. Engine work (STT, brain, TTS)
 //! runs in spawned tasks that report back through one bounded channel, so the loop never waits
-//! on an engine, and cancelling a turn is aborting its task.
+//! on an engine.
+//!
+//! Engine work and its failures:
+//! - **STT**: a turn's waiter takes a decoder slot (`CallEngines::stt_permits`) and hands it,
+//!   with the engine's future, to a detached decode task that holds the slot until that future
+//!   completes. Real decodes run on blocking threads and go on when their future is dropped,
+//!   so the slot must outlive the wait: `STT_TIMEOUT` (20 s, the wait for a slot included) and
+//!   the call's end stop the *waiting*, and the turn gets its error at once, while the decode
+//!   finishes in the background and only then frees its slot. An engine future that never
+//!   completes therefore keeps its slot: the engine must bound its own work.
+//! - **Brain**: one task per turn; cancelling the turn aborts it.
+//! - **TTS**: one worker per call, sentence by sentence. Cancelled segments are marked by a
+//!   watermark on a watch channel; the worker wakes when it moves and drops the stream being
+//!   synthesised at once, without waiting for the engine's next chunk, so the next reply does
+//!   not queue behind speech nobody will hear.
+//! - A **panic** in an engine (building or polling its future or stream) is caught and becomes
+//!   that turn's or segment's error (`Transcript(Err)`, `BrainDone(Err)`, `SpeechDone(Err)`),
+//!   logged at error level: the core records it, apologises for a silent brain, and the call
+//!   goes on.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::BufWriter;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::{Semaphore, mpsc};
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
-use tokio::time::{Instant, MissedTickBehavior, timeout};
+use tokio::time::{Instant, MissedTickBehavior, timeout, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use agent::conversation::{
@@ -70,7 +89,8 @@ pub struct CallEngines {
     pub brain: Arc<dyn Brain>,
     pub tts: Arc<dyn TextToSpeech>,
     /// Caps concurrent speech-to-text decodes across all calls, so calls queue rather than
-    /// oversubscribe the cores.
+    /// oversubscribe the cores. A slot is held until the engine's future completes, even after
+    /// the turn has timed out or the call has ended (the decode is still using a core).
     pub stt_permits: Arc<Semaphore>,
     /// Makes a voice activity detector for a new call.
     pub vad: Arc<dyn Fn() -> Box<dyn VoiceDetector> + Send + Sync>,
@@ -308,8 +328,10 @@ struct CallTask {
     last_inbound: Instant,
     /// Silence filled into timestamp gaps so far.
     gap_filled_ms: u64,
-    /// Segments up to and including this id are cancelled (−1: none).
-    tts_cancelled: Arc<AtomicI64>,
+    /// Segments up to and including this id are cancelled (−1: none). A watch channel rather
+    /// than a plain atomic so the TTS task wakes the moment it moves: it drops a cancelled
+    /// segment's stream at once instead of waiting for the engine's next chunk.
+    tts_cancelled: watch::Sender<i64>,
     tts_task: AbortHandle,
     brain_tasks: HashMap<TurnId, AbortHandle>,
     stt_tasks: Vec<AbortHandle>,
@@ -333,15 +355,10 @@ impl CallTask {
     ) -> Self {
         let (events_tx, events_rx) = mpsc::channel(ENGINE_EVENTS);
         let (tts_tx, tts_rx) = mpsc::channel(TTS_REQUESTS);
-        let tts_cancelled = Arc::new(AtomicI64::new(-1));
+        let (tts_cancelled, cancelled_rx) = watch::channel(-1);
         let tts_task = tokio::spawn(
-            tts_worker(
-                engines.tts.clone(),
-                tts_rx,
-                events_tx.clone(),
-                tts_cancelled.clone(),
-            )
-            .in_current_span(),
+            tts_worker(engines.tts.clone(), tts_rx, events_tx.clone(), cancelled_rx)
+                .in_current_span(),
         )
         .abort_handle();
         let vad = (engines.vad)();
@@ -682,8 +699,12 @@ impl CallTask {
                     // A reply cancelled before its first frame has no latency to report.
                     self.awaiting_first_frame = None;
                     self.tts_backlog.retain(|(s, _)| *s > through);
-                    self.tts_cancelled
-                        .fetch_max(i64::from(through.0), Ordering::Relaxed);
+                    let through = i64::from(through.0);
+                    self.tts_cancelled.send_if_modified(|w| {
+                        let moved = through > *w;
+                        *w = (*w).max(through);
+                        moved
+                    });
                 }
                 Output::TurnFinished(turn) => {
                     debug!(role = %turn.role, seq = turn.seq, interrupted = turn.interrupted, "turn finished");
@@ -716,8 +737,8 @@ impl CallTask {
             async move {
                 // Waiting for a decoder counts against the timeout too: a turn stuck in the
                 // queue would hold back every later turn of the call.
-                let work = async move {
-                    let _permit = if early {
+                let wait = async move {
+                    let permit = if early {
                         // Speculative work only runs on an idle decoder: it must never make a
                         // finished turn (this call's or another's) wait. Declined, the turn is
                         // transcribed when it ends.
@@ -729,9 +750,28 @@ impl CallTask {
                             EngineError::Unavailable("speech-to-text pool closed".into())
                         })?
                     };
-                    stt.transcribe(audio, sample_rate).await
+                    // The decode runs in a detached task that owns the decoder slot until the
+                    // engine's future completes: a real decode goes on on its blocking thread
+                    // when the future is dropped, so a slot released at the timeout (or when
+                    // the call ends) would let the pool oversubscribe the cores. A timeout
+                    // stops this call's waiting, not the work.
+                    let (done_tx, done_rx) = oneshot::channel();
+                    tokio::spawn(
+                        async move {
+                            let result = AssertUnwindSafe(stt.transcribe(audio, sample_rate))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|panic| Err(panicked("speech-to-text", &panic)));
+                            drop(permit);
+                            let _ = done_tx.send(result);
+                        }
+                        .in_current_span(),
+                    );
+                    done_rx.await.unwrap_or_else(|_| {
+                        Err(EngineError::Failed("speech-to-text task vanished".into()))
+                    })
                 };
-                let result = match timeout(STT_TIMEOUT, work).await {
+                let result = match timeout(STT_TIMEOUT, wait).await {
                     Ok(r) => r,
                     Err(_) => Err(EngineError::Unavailable("speech-to-text timed out".into())),
                 };
@@ -747,25 +787,39 @@ impl CallTask {
         let tx = self.events_tx.clone();
         let task = tokio::spawn(
             async move {
-                let mut stream = brain.respond(request);
-                let mut action = None;
-                let result = loop {
-                    match timeout(BRAIN_STEP_TIMEOUT, stream.next()).await {
-                        Err(_) => break Err(EngineError::Unavailable("brain timed out".into())),
-                        Ok(None) => break Ok(action),
-                        Ok(Some(Err(e))) => break Err(e),
-                        Ok(Some(Ok(BrainEvent::Text(text)))) => {
-                            if tx.send(EngineEvent::BrainText(turn, text)).await.is_err() {
-                                return;
+                // `None`: the call is gone, nobody to tell.
+                let run = async {
+                    let mut stream = brain.respond(request);
+                    let mut action = None;
+                    loop {
+                        match timeout(BRAIN_STEP_TIMEOUT, stream.next()).await {
+                            Err(_) => {
+                                break Some(Err(EngineError::Unavailable(
+                                    "brain timed out".into(),
+                                )));
                             }
-                        }
-                        Ok(Some(Ok(BrainEvent::Action(a)))) => action = Some(a),
-                        Ok(Some(Ok(BrainEvent::Note { kind, detail }))) => {
-                            if tx.send(EngineEvent::BrainNote(kind, detail)).await.is_err() {
-                                return;
+                            Ok(None) => break Some(Ok(action)),
+                            Ok(Some(Err(e))) => break Some(Err(e)),
+                            Ok(Some(Ok(BrainEvent::Text(text)))) => {
+                                if tx.send(EngineEvent::BrainText(turn, text)).await.is_err() {
+                                    break None;
+                                }
+                            }
+                            Ok(Some(Ok(BrainEvent::Action(a)))) => action = Some(a),
+                            Ok(Some(Ok(BrainEvent::Note { kind, detail }))) => {
+                                if tx.send(EngineEvent::BrainNote(kind, detail)).await.is_err() {
+                                    break None;
+                                }
                             }
                         }
                     }
+                };
+                // A panic in the brain (building the stream or polling it) ends the turn with
+                // an error, so the core apologises and the call goes on.
+                let result = match AssertUnwindSafe(run).catch_unwind().await {
+                    Ok(Some(result)) => result,
+                    Ok(None) => return,
+                    Err(panic) => Err(panicked("brain", &panic)),
                 };
                 let _ = tx.send(EngineEvent::BrainDone(turn, result)).await;
             }
@@ -833,18 +887,32 @@ async fn send<S: MediaSocket>(socket: &mut S, text: String) -> Result<(), Socket
     }
 }
 
+/// The error a caught engine panic becomes, logged because it is a bug someone must fix.
+fn panicked(engine: &str, panic: &Box<dyn Any + Send>) -> EngineError {
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic".into());
+    tracing::error!(engine, panic = %why, "engine panicked; the turn fails and the call goes on");
+    EngineError::Failed(format!("{engine} panicked: {why}"))
+}
+
 fn is_dtmf(c: char) -> bool {
     c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')
 }
 
-/// Synthesises the call's sentences one at a time, in order, resampled to 8 kHz.
+/// Synthesises the call's sentences one at a time, in order, resampled to 8 kHz. A segment at
+/// or below the `cancelled` watermark is skipped, and one being synthesised when the watermark
+/// passes it is dropped at once (the engine's pending chunk is not awaited), so the next reply
+/// does not queue behind speech nobody will hear.
 async fn tts_worker(
     tts: Arc<dyn TextToSpeech>,
     mut requests: mpsc::Receiver<(SegmentId, String)>,
     events: mpsc::Sender<EngineEvent>,
-    cancelled: Arc<AtomicI64>,
+    mut cancelled: watch::Receiver<i64>,
 ) {
-    let is_cancelled = |s: SegmentId| i64::from(s.0) <= cancelled.load(Ordering::Relaxed);
+    let is_cancelled = |w: &watch::Receiver<i64>, s: SegmentId| i64::from(s.0) <= *w.borrow();
     let mut resampler = match Resampler::new(tts.sample_rate(), PHONE_RATE) {
         Ok(r) => r,
         Err(e) => {
@@ -858,24 +926,51 @@ async fn tts_worker(
     };
     let mut out = Vec::with_capacity(8_000);
     while let Some((segment, text)) = requests.recv().await {
-        if is_cancelled(segment) {
+        if is_cancelled(&cancelled, segment) {
             continue;
         }
-        let mut stream = tts.synthesize(text);
+        // A panic in the engine (starting the stream or making a chunk) fails this segment
+        // only; the worker goes on with the next.
         let mut result = Ok(());
-        loop {
-            match timeout(TTS_STEP_TIMEOUT, stream.next()).await {
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| tts.synthesize(text)));
+        let mut stream = match started {
+            Ok(stream) => Some(stream),
+            Err(panic) => {
+                result = Err(panicked("text-to-speech", &panic));
+                None
+            }
+        };
+        let mut deadline = Instant::now() + TTS_STEP_TIMEOUT;
+        while let Some(chunks) = stream.as_mut() {
+            let step = tokio::select! {
+                biased;
+                changed = cancelled.changed() => {
+                    if changed.is_err() {
+                        return; // The call has ended.
+                    }
+                    if is_cancelled(&cancelled, segment) {
+                        break;
+                    }
+                    continue;
+                }
+                step = timeout_at(deadline, AssertUnwindSafe(chunks.next()).catch_unwind()) => step,
+            };
+            match step {
                 Err(_) => {
                     result = Err(EngineError::Unavailable("text-to-speech timed out".into()));
                     break;
                 }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
+                Ok(Err(panic)) => {
+                    result = Err(panicked("text-to-speech", &panic));
+                    break;
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(Err(e)))) => {
                     result = Err(e);
                     break;
                 }
-                Ok(Some(Ok(samples))) => {
-                    if is_cancelled(segment) {
+                Ok(Ok(Some(Ok(samples)))) => {
+                    if is_cancelled(&cancelled, segment) {
                         break;
                     }
                     out.clear();
@@ -894,12 +989,15 @@ async fn tts_worker(
                         // the time it takes to make dozens of chunks (measured: ~1.3 ms).
                         tokio::task::yield_now().await;
                     }
+                    deadline = Instant::now() + TTS_STEP_TIMEOUT;
                 }
             }
         }
+        // Dropped here, mid-chunk if cancelled: the engine stops (or at least we stop waiting).
+        drop(stream);
         out.clear();
         resampler.flush(&mut out);
-        if !out.is_empty() && !is_cancelled(segment) {
+        if !out.is_empty() && !is_cancelled(&cancelled, segment) {
             let _ = events
                 .send(EngineEvent::SpeechAudio(segment, out.clone()))
                 .await;

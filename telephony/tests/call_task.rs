@@ -1,8 +1,10 @@
 //! The per-call task over an in-memory socket, in tokio's paused (virtual) time: long replies
 //! flow without the task and its TTS worker waiting on each other, and a connection that goes
-//! silent ends the call.
+//! silent ends the call, and engines that hang, panic or dawdle over cancelled speech cost
+//! the call nothing more than an error for that turn.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +13,10 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 
 use agent::conversation::{CallEvent, ConversationConfig, TurnSummary};
-use agent::engine::{Brain, BrainEvent, BrainRequest, EngineError};
-use agent::testing::{ScriptedStt, ToneTts};
+use agent::engine::{
+    Brain, BrainEvent, BrainRequest, EngineError, Role, SpeechToText, TextToSpeech,
+};
+use agent::testing::{EchoBrain, ScriptedStt, ToneTts};
 use media::vad::EnergyVad;
 use media::{PHONE_RATE, mulaw, testsignal};
 use telephony::call::{
@@ -45,16 +49,23 @@ impl MediaSocket for ChannelSocket {
 
 #[derive(Default)]
 struct Hooks {
+    /// The call's greeting; `None`: "Hi.".
+    greeting: Option<String>,
     turns: Mutex<Vec<TurnSummary>>,
+    /// Each event with the value `probe` had when it was reported.
+    events: Mutex<Vec<(CallEvent, usize)>>,
+    /// A count an engine double keeps (e.g. decodes finished), sampled at each event.
+    probe: Arc<AtomicUsize>,
     ended: Mutex<Option<CallEnd>>,
 }
 
 impl CallHooks for Hooks {
     fn setup(&self, _start: &Start) -> BoxFuture<'static, Result<CallSetup, Rejected>> {
+        let greeting = self.greeting.clone().unwrap_or_else(|| "Hi.".into());
         Box::pin(async {
             Ok(CallSetup {
                 conversation: ConversationConfig {
-                    greeting: "Hi.".into(),
+                    greeting,
                     ..ConversationConfig::default()
                 },
                 recording_path: None,
@@ -67,7 +78,10 @@ impl CallHooks for Hooks {
     fn turn_finished(&self, _call: &CallInfo, turn: &TurnSummary) {
         self.turns.lock().unwrap().push(turn.clone());
     }
-    fn event(&self, _call: &CallInfo, _event: &CallEvent) {}
+    fn event(&self, _call: &CallInfo, event: &CallEvent) {
+        let probe = self.probe.load(Ordering::SeqCst);
+        self.events.lock().unwrap().push((event.clone(), probe));
+    }
     fn call_ended(&self, _call: &CallInfo, end: &CallEnd) {
         *self.ended.lock().unwrap() = Some(end.clone());
     }
@@ -207,4 +221,481 @@ async fn a_connection_that_goes_silent_ends_the_call() {
     assert_eq!(end.reason, "socket_silent");
     assert!(hooks.ended.lock().unwrap().is_some());
     drop(in_tx);
+}
+
+// ---- engines that fail in the ways real ones do ----------------------------------------------
+
+/// A call with chosen engines and greeting; returns Twilio's side of the socket.
+async fn start_call_with(
+    engines: CallEngines,
+    hooks: Arc<Hooks>,
+) -> (mpsc::Sender<String>, mpsc::Receiver<String>, CallTask) {
+    let (in_tx, in_rx) = mpsc::channel(64);
+    let (out_tx, out_rx) = mpsc::channel(1_024);
+    let task = tokio::spawn(run_call(
+        ChannelSocket {
+            inbound: in_rx,
+            outbound: out_tx,
+        },
+        engines,
+        hooks,
+    ));
+    in_tx.send(protocol::twilio::connected()).await.unwrap();
+    in_tx.send(start_message()).await.unwrap();
+    (in_tx, out_rx, task)
+}
+
+/// Plays the caller for `total_ms` of stream: voice during each `voiced` interval (stream ms),
+/// silence otherwise, every mark echoed back as Twilio does once the audio before it played.
+/// Returns the stream times (ms) at which agent media frames arrived, then ends the call with
+/// `stop` and returns how it ended.
+async fn play_caller(
+    in_tx: mpsc::Sender<String>,
+    mut out_rx: mpsc::Receiver<String>,
+    task: CallTask,
+    voiced: &[(u64, u64)],
+    total_ms: u64,
+) -> (Vec<u64>, CallEnd) {
+    let voice: Vec<Vec<i16>> = voiced
+        .iter()
+        .enumerate()
+        .map(|(i, (a, b))| testsignal::voice(PHONE_RATE, (b - a) as u32, 9 + i as u64))
+        .collect();
+    let mut heard = Vec::new();
+    let mut ulaw = Vec::new();
+    let mut seq = 2u64;
+    for n in 0..total_ms / 20 {
+        let t = n * 20;
+        let frame: Vec<i16> = match voiced.iter().position(|(a, b)| (*a..*b).contains(&t)) {
+            Some(i) => {
+                let at = ((t - voiced[i].0) * 8) as usize;
+                voice[i][at..at + 160].to_vec()
+            }
+            None => vec![0; 160],
+        };
+        mulaw::encode_into(&frame, &mut ulaw);
+        seq += 1;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            in_tx.send(protocol::twilio::media(seq, "MZ1", n + 1, t, &ulaw)),
+        )
+        .await
+        .expect("the call task stopped reading the socket")
+        .unwrap();
+        while let Ok(text) = out_rx.try_recv() {
+            match protocol::parse_outbound(&text) {
+                Ok(Outbound::Media { .. }) => heard.push(t),
+                Ok(Outbound::Mark { name, .. }) => {
+                    seq += 1;
+                    in_tx
+                        .send(protocol::twilio::mark(seq, "MZ1", &name))
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    in_tx
+        .send(protocol::twilio::stop(seq + 1, "MZ1", "AC1", "CA1"))
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the call ended after stop")
+        .unwrap()
+        .expect("the call ran");
+    (heard, end)
+}
+
+fn tone_engines(stt: Arc<dyn SpeechToText>, brain: Arc<dyn Brain>, permits: usize) -> CallEngines {
+    CallEngines {
+        stt,
+        brain,
+        tts: Arc::new(ToneTts::new(16_000, 440.0)),
+        stt_permits: Arc::new(Semaphore::new(permits)),
+        vad: Arc::new(|| Box::new(EnergyVad::new(-40.0))),
+    }
+}
+
+/// How long [`BlockingStt`]'s decode runs: well past the call's 20 s speech-to-text timeout.
+const SLOW_DECODE: Duration = Duration::from_secs(60);
+
+/// Speech-to-text like Whisper's: the decode runs as work of its own (whisper uses
+/// `spawn_blocking`), so dropping the returned future stops the wait, not the decode.
+#[derive(Debug, Default)]
+struct BlockingStt {
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
+}
+
+impl SpeechToText for BlockingStt {
+    fn name(&self) -> &str {
+        "blocking-stt"
+    }
+    fn transcribe(
+        &self,
+        _audio: Vec<i16>,
+        _rate: u32,
+    ) -> BoxFuture<'static, Result<String, EngineError>> {
+        let in_flight = self.in_flight.clone();
+        let most = self.most_in_flight.clone();
+        let finished = self.finished.clone();
+        Box::pin(async move {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            // A task rather than spawn_blocking: a running blocking task stops paused time
+            // from advancing, and what matters here is only that it outlives this future.
+            let decode = tokio::spawn(async move {
+                tokio::time::sleep(SLOW_DECODE).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                finished.fetch_add(1, Ordering::SeqCst);
+                "hello".to_string()
+            });
+            decode.await.map_err(|e| EngineError::Failed(e.to_string()))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn timed_out_decodes_keep_their_slot_until_the_decode_ends() {
+    let stt = Arc::new(BlockingStt::default());
+    let permits = Arc::new(Semaphore::new(1));
+    let mut calls = Vec::new();
+    // Two calls arrive, a second apart; their callers speak a turn every 6 s for 80 s.
+    for i in 0..2u64 {
+        let mut engines = tone_engines(stt.clone(), Arc::new(EchoBrain::default()), 1);
+        engines.stt_permits = permits.clone();
+        let hooks = Arc::new(Hooks {
+            probe: stt.finished.clone(),
+            ..Hooks::default()
+        });
+        let (in_tx, out_rx, task) = start_call_with(engines, hooks.clone()).await;
+        let voiced: Vec<(u64, u64)> = (0..13)
+            .map(|k| (1_000 + k * 6_000, 2_000 + k * 6_000))
+            .collect();
+        calls.push((
+            hooks,
+            tokio::spawn(async move { play_caller(in_tx, out_rx, task, &voiced, 80_000).await }),
+        ));
+        if i == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    for (hooks, call) in calls {
+        let (_, end) = call.await.unwrap();
+        assert_eq!(end.reason, "caller_hung_up");
+        let events = hooks.events.lock().unwrap();
+        let timeouts: Vec<_> = events
+            .iter()
+            .filter(|(e, _)| e.kind == "error" && e.detail.contains("speech-to-text timed out"))
+            .collect();
+        assert!(
+            timeouts.len() >= 2,
+            "each call's turns time out: {events:?}"
+        );
+        // The first time-out reached the core while the decode it gave up on was still running:
+        // a time-out stops the waiting, not the work, and does not wait for it.
+        assert_eq!(
+            timeouts[0].1, 0,
+            "the first time-out waited for a decode to finish"
+        );
+    }
+    assert_eq!(
+        stt.most_in_flight.load(Ordering::SeqCst),
+        1,
+        "more decodes ran at once than there are decoder slots"
+    );
+    // Every abandoned decode runs to its end and gives its slot back.
+    tokio::time::sleep(SLOW_DECODE * 2).await;
+    assert_eq!(stt.in_flight.load(Ordering::SeqCst), 0);
+    assert_eq!(permits.available_permits(), 1);
+}
+
+/// A brain whose first turn panics; later turns answer like [`EchoBrain`].
+#[derive(Debug, Default)]
+struct PanicsOnceBrain {
+    calls: AtomicUsize,
+    echo: EchoBrain,
+}
+
+impl Brain for PanicsOnceBrain {
+    fn name(&self) -> &str {
+        "panics-once-brain"
+    }
+    fn respond(&self, r: BrainRequest) -> BoxStream<'static, Result<BrainEvent, EngineError>> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return stream::once(async { panic!("brain bug") }).boxed();
+        }
+        self.echo.respond(r)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_brain_turn_is_apologised_for_and_the_call_goes_on() {
+    let hooks = Arc::new(Hooks::default());
+    let engines = tone_engines(
+        Arc::new(ScriptedStt::new(["hello there"])),
+        Arc::new(PanicsOnceBrain::default()),
+        1,
+    );
+    let (in_tx, out_rx, task) = start_call_with(engines, hooks.clone()).await;
+    let (heard, end) = play_caller(
+        in_tx,
+        out_rx,
+        task,
+        &[(1_000, 2_000), (12_000, 13_000)],
+        25_000,
+    )
+    .await;
+    assert_eq!(end.reason, "caller_hung_up");
+    let apology = ConversationConfig::default().apology;
+    let turns = hooks.turns.lock().unwrap();
+    let said: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.role == Role::Agent)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert!(said.contains(&apology.as_str()), "no apology: {said:?}");
+    assert!(
+        heard.iter().any(|&t| (2_000..12_000).contains(&t)),
+        "the caller heard nothing after the first turn"
+    );
+    assert!(
+        said.iter().any(|t| t.starts_with("You said: hello there")),
+        "{said:?}"
+    );
+    assert!(
+        heard.iter().any(|&t| t > 13_000),
+        "the second turn went unanswered"
+    );
+    let events = hooks.events.lock().unwrap();
+    assert!(
+        events.iter().any(|(e, _)| e.kind == "error"
+            && e.detail.contains("brain")
+            && e.detail.contains("panicked")),
+        "{events:?}"
+    );
+}
+
+/// Speech-to-text whose first decode panics; later ones return their line.
+#[derive(Debug, Default)]
+struct PanicsOnceStt {
+    calls: AtomicUsize,
+}
+
+impl SpeechToText for PanicsOnceStt {
+    fn name(&self) -> &str {
+        "panics-once-stt"
+    }
+    fn transcribe(
+        &self,
+        _audio: Vec<i16>,
+        _rate: u32,
+    ) -> BoxFuture<'static, Result<String, EngineError>> {
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            if first {
+                panic!("decoder bug");
+            }
+            Ok("hello there".to_string())
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_decode_is_an_error_and_the_next_turn_is_answered() {
+    let hooks = Arc::new(Hooks::default());
+    let engines = tone_engines(
+        Arc::new(PanicsOnceStt::default()),
+        Arc::new(EchoBrain::default()),
+        1,
+    );
+    let (in_tx, out_rx, task) = start_call_with(engines, hooks.clone()).await;
+    let (heard, end) = play_caller(
+        in_tx,
+        out_rx,
+        task,
+        &[(1_000, 2_000), (6_000, 7_000)],
+        20_000,
+    )
+    .await;
+    assert_eq!(end.reason, "caller_hung_up");
+    let events = hooks.events.lock().unwrap();
+    assert!(
+        events.iter().any(|(e, _)| e.kind == "error"
+            && e.detail.contains("speech-to-text")
+            && e.detail.contains("panicked")),
+        "{events:?}"
+    );
+    let turns = hooks.turns.lock().unwrap();
+    assert!(
+        turns
+            .iter()
+            .any(|t| t.role == Role::Agent && t.text.starts_with("You said: hello there")),
+        "the turn after the panic went unanswered: {turns:?}"
+    );
+    assert!(
+        heard.iter().any(|&t| t > 7_000),
+        "the caller heard no reply"
+    );
+}
+
+/// Text-to-speech whose first utterance (the greeting) panics; later ones are a tone.
+#[derive(Debug, Default)]
+struct PanicsOnceTts {
+    calls: AtomicUsize,
+    tone: ToneTts,
+}
+
+impl TextToSpeech for PanicsOnceTts {
+    fn name(&self) -> &str {
+        "panics-once-tts"
+    }
+    fn sample_rate(&self) -> u32 {
+        self.tone.sample_rate()
+    }
+    fn synthesize(&self, text: String) -> BoxStream<'static, Result<Vec<i16>, EngineError>> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return stream::once(async { panic!("voice bug") }).boxed();
+        }
+        self.tone.synthesize(text)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_synthesis_is_an_error_and_the_next_reply_is_heard() {
+    let hooks = Arc::new(Hooks::default());
+    let mut engines = tone_engines(
+        Arc::new(ScriptedStt::new(["hello there"])),
+        Arc::new(EchoBrain::default()),
+        1,
+    );
+    engines.tts = Arc::new(PanicsOnceTts::default());
+    let (in_tx, out_rx, task) = start_call_with(engines, hooks.clone()).await;
+    let (heard, end) = play_caller(in_tx, out_rx, task, &[(1_000, 2_000)], 15_000).await;
+    assert_eq!(end.reason, "caller_hung_up");
+    let events = hooks.events.lock().unwrap();
+    assert!(
+        events.iter().any(|(e, _)| e.kind == "error"
+            && e.detail.contains("text-to-speech")
+            && e.detail.contains("panicked")),
+        "{events:?}"
+    );
+    assert!(heard.iter().any(|&t| t > 2_000), "the reply was not heard");
+}
+
+/// Text-to-speech that takes [`SLOW_CHUNK`] to make each 4 s chunk (slower than real time, within
+/// the 10 s step timeout), and logs what it starts, makes and drops.
+#[derive(Debug, Default)]
+struct SlowTts {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// How long [`SlowTts`] takes per chunk.
+const SLOW_CHUNK: Duration = Duration::from_secs(8);
+
+/// Logs how a [`SlowTts`] stream ended when it is dropped.
+struct DropLog {
+    log: Arc<Mutex<Vec<String>>>,
+    text: String,
+    making: Arc<AtomicBool>,
+}
+
+impl Drop for DropLog {
+    fn drop(&mut self) {
+        let how = if self.making.load(Ordering::SeqCst) {
+            "mid-chunk"
+        } else {
+            "between chunks"
+        };
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("dropped {how}: {}", self.text));
+    }
+}
+
+impl TextToSpeech for SlowTts {
+    fn name(&self) -> &str {
+        "slow-tts"
+    }
+    fn sample_rate(&self) -> u32 {
+        PHONE_RATE
+    }
+    fn synthesize(&self, text: String) -> BoxStream<'static, Result<Vec<i16>, EngineError>> {
+        self.log.lock().unwrap().push(format!("start: {text}"));
+        let making = Arc::new(AtomicBool::new(false));
+        let guard = DropLog {
+            log: self.log.clone(),
+            text: text.clone(),
+            making: making.clone(),
+        };
+        let log = self.log.clone();
+        let chunks = text.len().div_ceil(40);
+        stream::iter(0..chunks)
+            .then(move |i| {
+                let (log, making, text) = (log.clone(), making.clone(), text.clone());
+                async move {
+                    making.store(true, Ordering::SeqCst);
+                    tokio::time::sleep(SLOW_CHUNK).await;
+                    making.store(false, Ordering::SeqCst);
+                    log.lock().unwrap().push(format!("made chunk {i}: {text}"));
+                    Ok(vec![4_000i16; 4 * PHONE_RATE as usize])
+                }
+            })
+            // The closure owns the guard, so it logs when the stream is dropped.
+            .map(move |c| {
+                let _ = &guard;
+                c
+            })
+            .boxed()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn barge_in_frees_the_voice_for_the_next_reply_at_once() {
+    // The greeting is two sentences, so two segments: the first (one chunk) plays from 8 s;
+    // the second's only chunk is being made from 8 s to 16 s. The caller cuts in at 9 s and
+    // the reply is asked for about a second later.
+    let first = "Hello, thank you for calling the clinic.";
+    let second = "This second sentence takes a slow chunk to say.";
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let hooks = Arc::new(Hooks {
+        greeting: Some(format!("{first} {second}")),
+        ..Hooks::default()
+    });
+    let mut engines = tone_engines(
+        Arc::new(ScriptedStt::new(["hello there"])),
+        Arc::new(EchoBrain::default()),
+        1,
+    );
+    engines.tts = Arc::new(SlowTts { log: log.clone() });
+    let (in_tx, out_rx, task) = start_call_with(engines, hooks.clone()).await;
+    let (heard, end) = play_caller(in_tx, out_rx, task, &[(9_000, 10_000)], 30_000).await;
+    assert_eq!(end.reason, "caller_hung_up");
+    let log = log.lock().unwrap();
+    assert!(log.contains(&format!("made chunk 0: {first}")), "{log:?}");
+    let reply = log
+        .iter()
+        .position(|l| l.starts_with("start: You said"))
+        .unwrap_or_else(|| panic!("the reply was never synthesised: {log:?}"));
+    // The reply started once the cancelled sentence was dropped mid-chunk, and that chunk was
+    // never finished: the reply did not wait for it.
+    assert!(
+        log[..reply].contains(&format!("dropped mid-chunk: {second}")),
+        "the reply waited for the cancelled sentence's chunk: {log:?}"
+    );
+    assert!(
+        !log.contains(&format!("made chunk 0: {second}")),
+        "the cancelled sentence's chunk was still made: {log:?}"
+    );
+    let turns = hooks.turns.lock().unwrap();
+    assert!(
+        turns.iter().any(|t| t.role == Role::Agent && t.interrupted),
+        "the greeting was not cut off: {turns:?}"
+    );
+    assert!(heard.iter().any(|&t| t > 10_000), "the reply was not heard");
 }
