@@ -3,8 +3,12 @@
 //!
 //! The model takes 512 new samples at 16 kHz plus the previous 64 as context, and carries an
 //! LSTM state between windows. The call core feeds 20 ms frames (320 samples), so frames are
-//! re-framed into 32 ms windows; each frame reports the latest window's probability. One model
-//! instance is shared by all calls (a run is ~0.1 ms); each call keeps its own state.
+//! re-framed into 32 ms windows; each frame reports the latest window's probability. A small
+//! pool of model instances ([`SESSIONS`], one intra-op thread each) is shared by all calls and
+//! each call keeps its own state: a window takes the first idle instance, so calls on different
+//! worker threads never queue behind one lock. A window (~0.1 ms, every 32 ms) runs inline on
+//! the call's task, like earshot's per-frame work: handing each to the blocking pool would cost
+//! more than the inference (see ARCHITECTURE "Where STYLE.md bends").
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,9 +23,17 @@ const WINDOW: usize = 512;
 const CONTEXT: usize = 64;
 const STATE: usize = 2 * 128;
 
+/// Model instances in the pool: one per core covers every worker thread running a window at
+/// once (tokio runs one worker per core); each instance is ~2 MB.
+pub fn sessions() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// The loaded model, shared.
 pub struct SileroModel {
-    session: Mutex<ort::session::Session>,
+    sessions: Vec<Mutex<ort::session::Session>>,
+    /// Spreads calls over the instances (each call's first choice).
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for SileroModel {
@@ -40,15 +52,41 @@ impl SileroModel {
             )));
         }
         onnx::init(models_dir)?;
+        let sessions = (0..sessions().max(1))
+            .map(|_| onnx::session(model).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(SileroModel {
-            session: Mutex::new(onnx::session(model)?),
+            sessions,
+            next: std::sync::atomic::AtomicUsize::new(0),
         }))
+    }
+
+    /// How many model instances the pool holds.
+    pub fn pool_size(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// An idle instance, trying the call's own first; if all are busy, waits for its own.
+    fn session(
+        &self,
+        first: usize,
+    ) -> Result<std::sync::MutexGuard<'_, ort::session::Session>, String> {
+        let n = self.sessions.len();
+        for i in 0..n {
+            if let Ok(guard) = self.sessions[(first + i) % n].try_lock() {
+                return Ok(guard);
+            }
+        }
+        self.sessions[first % n]
+            .lock()
+            .map_err(|_| "poisoned".to_string())
     }
 
     /// A detector for one call.
     pub fn detector(self: &Arc<Self>) -> SileroVad {
         SileroVad {
             model: self.clone(),
+            first: self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state: vec![0.0; STATE],
             context: [0.0; CONTEXT],
             pending: Vec::with_capacity(WINDOW + media::ENGINE_FRAME),
@@ -57,13 +95,13 @@ impl SileroModel {
         }
     }
 
-    fn run(&self, input: Vec<f32>, state: &mut [f32]) -> Result<f32, String> {
+    fn run(&self, first: usize, input: Vec<f32>, state: &mut [f32]) -> Result<f32, String> {
         use ort::value::Tensor;
         let e = |e: ort::Error| e.to_string();
         let x = Tensor::from_array(([1usize, CONTEXT + WINDOW], input)).map_err(e)?;
         let s = Tensor::from_array(([2usize, 1, 128], state.to_vec())).map_err(e)?;
         let sr = Tensor::from_array(((), vec![media::ENGINE_RATE as i64])).map_err(e)?;
-        let mut session = self.session.lock().map_err(|_| "poisoned".to_string())?;
+        let mut session = self.session(first)?;
         let out = session
             .run(ort::inputs!["input" => x, "state" => s, "sr" => sr])
             .map_err(e)?;
@@ -84,6 +122,8 @@ impl SileroModel {
 #[derive(Debug)]
 pub struct SileroVad {
     model: Arc<SileroModel>,
+    /// The pool instance this call tries first.
+    first: usize,
     state: Vec<f32>,
     context: [f32; CONTEXT],
     pending: Vec<f32>,
@@ -102,7 +142,7 @@ impl VoiceDetector for SileroVad {
             self.context
                 .copy_from_slice(&self.pending[WINDOW - CONTEXT..WINDOW]);
             self.pending.drain(..WINDOW);
-            match self.model.run(input, &mut self.state) {
+            match self.model.run(self.first, input, &mut self.state) {
                 Ok(p) => self.probability = p,
                 Err(e) => {
                     // A failed window keeps the last probability; the call goes on.
@@ -121,5 +161,43 @@ impl VoiceDetector for SileroVad {
         self.context = [0.0; CONTEXT];
         self.pending.clear();
         self.probability = 0.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models_dir() -> std::path::PathBuf {
+        std::env::var_os("VOXANNE_MODELS_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/voxanne/models")
+            })
+    }
+
+    /// A call's window runs even while another call holds its preferred instance (one shared
+    /// instance behind one lock made every call queue; here it would never return).
+    #[test]
+    fn a_busy_instance_does_not_hold_up_other_calls() {
+        let dir = models_dir();
+        let model = SileroModel::load(&ModelId::SileroVad.path(&dir), &dir).unwrap_or_else(|e| {
+            panic!("{e}: run `cargo run -p api -- models fetch` (scripts/test.sh does)")
+        });
+        if model.pool_size() < 2 {
+            eprintln!("skipped: one core, one instance");
+            return;
+        }
+        let mut vad = model.detector();
+        let busy = model.sessions[vad.first % model.pool_size()]
+            .lock()
+            .unwrap();
+        let frame = [0i16; media::ENGINE_FRAME];
+        for _ in 0..4 {
+            vad.speech_probability(&frame);
+        }
+        assert_eq!(vad.failures, 0);
+        drop(busy);
     }
 }
