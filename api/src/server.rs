@@ -1,6 +1,6 @@
 //! The HTTP surface: Twilio's webhooks, the Media Streams WebSocket, health and metrics.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,9 +67,10 @@ struct Inner {
     call_slots: Arc<Semaphore>,
     default_org: (OrgId, AssistantId),
     metrics: Metrics,
-    /// CallSids with a live media stream: a CallSid gets one stream at a time, so a replayed
-    /// stream token cannot attach a second stream to a call.
-    live_streams: Mutex<HashSet<String>>,
+    /// Which CallSids have (or had) a media stream: a CallSid gets one stream, ever, so a
+    /// replayed stream token can neither attach a second stream to a call nor start a new one
+    /// after it ended. One lock for both sets, so a stream ending cannot slip between the checks.
+    streams: Mutex<StreamRegistry>,
     /// Transfers the agent asked for, by CallSid, until Twilio asks `<Connect action>` what to
     /// do next (with when they were asked, to forget ones Twilio never asks about).
     transfers: Mutex<HashMap<String, (String, Instant)>>,
@@ -103,6 +104,73 @@ const CALLER_LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest call setup waits for the clinic's config: past it the call is answered from the
 /// cached clinic (or the default greeting) and the caller is never left in silence.
 const CLINIC_LOAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many ended streams' CallSids are remembered. 100 000: a busy one-box clinic takes a few
+/// thousand calls a day, so this is weeks of calls, at ~100 bytes each ~10 MB at most.
+const ENDED_STREAMS_MAX: usize = 100_000;
+
+/// How long an ended stream's CallSid is remembered: 24 h, Twilio's longest possible call (its
+/// `timeLimit` maximum), plus the webhook's own retries, is well inside it. Stream tokens do not
+/// expire, so past this (or after a restart, when the memory is empty) a replay is refused by
+/// the call's stored recording instead ([`RecordingStore::exists`]), and a recording is never
+/// overwritten in any case ([`RecordingStore::put`]).
+const ENDED_STREAM_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The CallSids with a live stream, and those whose stream has ended (bounded by
+/// [`ENDED_STREAMS_MAX`] and [`ENDED_STREAM_TTL`], oldest forgotten first).
+#[derive(Debug, Default)]
+struct StreamRegistry {
+    live: HashSet<String>,
+    ended: HashSet<String>,
+    /// `ended` in the order the streams ended, to forget the oldest.
+    ended_order: VecDeque<(String, Instant)>,
+}
+
+impl StreamRegistry {
+    /// Claims `sid`'s one stream; refused if it has a live stream or had one.
+    fn claim(&mut self, sid: &str) -> Result<(), Rejected> {
+        self.forget_old(Instant::now());
+        if self.ended.contains(sid) {
+            return Err(Rejected(
+                "this call's media stream has already ended".into(),
+            ));
+        }
+        if !self.live.insert(sid.to_string()) {
+            return Err(Rejected("this call already has a media stream".into()));
+        }
+        Ok(())
+    }
+
+    /// Gives back a claim that never became a call (no call slot): the stream may try again.
+    fn unclaim(&mut self, sid: &str) {
+        self.live.remove(sid);
+    }
+
+    /// The stream's call has ended: no other stream may claim `sid`.
+    fn end(&mut self, sid: &str, now: Instant) {
+        self.live.remove(sid);
+        if self.ended.insert(sid.to_string()) {
+            self.ended_order.push_back((sid.to_string(), now));
+        }
+        self.forget_old(now);
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        while let Some((sid, at)) = self.ended_order.front() {
+            if self.ended_order.len() <= ENDED_STREAMS_MAX
+                && now.saturating_duration_since(*at) < ENDED_STREAM_TTL
+            {
+                break;
+            }
+            self.ended.remove(sid);
+            self.ended_order.pop_front();
+        }
+    }
+}
+
+/// Longest `/health` waits for the database: a database that does not answer in 2 s is
+/// reported down (a load balancer's probe must not hang on the pool's 5 s acquire timeout).
+const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Counters and the reply-latency histogram behind `/metrics`.
 #[derive(Debug)]
@@ -161,7 +229,7 @@ impl AppState {
                 engines,
                 default_org,
                 metrics: Metrics::default(),
-                live_streams: Mutex::new(HashSet::new()),
+                streams: Mutex::new(StreamRegistry::default()),
                 transfers: Mutex::new(HashMap::new()),
                 pending_calls: Mutex::new(HashMap::new()),
                 clinics: Mutex::new(HashMap::new()),
@@ -538,15 +606,27 @@ async fn media_stream(
         })
 }
 
+/// Anyone may ask, so the answer says only *whether* the database is up (`"state"`: `"up"` or
+/// `"down"`); why not (the driver's error: host names, ports, user names) goes to the log at warn.
 async fn health(State(state): State<AppState>) -> Response {
-    let db = state.store().health().await;
+    let up = match tokio::time::timeout(HEALTH_DB_TIMEOUT, state.store().health()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            warn!(error = %e, "health check: database unavailable");
+            false
+        }
+        Err(_) => {
+            warn!(timeout = ?HEALTH_DB_TIMEOUT, "health check: database did not answer");
+            false
+        }
+    };
     let q = state.queue().stats();
     let body = serde_json::json!({
-        "status": if db.is_ok() { "ok" } else { "degraded" },
+        "status": if up { "ok" } else { "degraded" },
         "database": {
             "backend": state.store().backend(),
-            "up": db.is_ok(),
-            "error": db.err().map(|e| e.to_string()),
+            "state": if up { "up" } else { "down" },
+            "up": up,
             "queue": {
                 "queued": q.queued, "written": q.written, "retried": q.retried,
                 "spilled": q.spilled, "dropped": q.dropped, "writer_db_up": q.db_up,
@@ -689,10 +769,14 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some((state, sid)) = self.stream.take()
-            && let Ok(mut live) = state.inner.live_streams.lock()
-        {
-            live.remove(&sid);
+        if let Some((state, sid)) = self.stream.take() {
+            // A poisoned lock still holds a usable registry; never leave a CallSid claimed.
+            let mut streams = state
+                .inner
+                .streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            streams.end(&sid, Instant::now());
         }
     }
 }
@@ -729,22 +813,34 @@ impl CallHooks for ApiHooks {
                 return Err(Rejected("stream token does not match the call".into()));
             }
             let org = OrgId(org_s.parse().map_err(|_| Rejected("bad org".into()))?);
-            let slot = state
-                .inner
-                .call_slots
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| Rejected("at capacity".into()))?;
-            {
-                let mut live = state
-                    .inner
-                    .live_streams
-                    .lock()
-                    .map_err(|_| Rejected("state poisoned".into()))?;
-                if !live.insert(start.call_sid.clone()) {
-                    return Err(Rejected("this call already has a media stream".into()));
+            let sid = CallSid(start.call_sid.clone());
+            // A CallSid gets one stream, ever, decided before the stream takes a call slot: the
+            // token does not expire, so a replay of it must not start the call again. The stored
+            // recording answers for calls this process has forgotten (a restart).
+            match state.inner.recordings.exists(org, &sid).await {
+                Ok(true) => {
+                    return Err(Rejected(
+                        "this call's stream has ended (its recording is stored)".into(),
+                    ));
                 }
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "cannot tell whether this call was recorded"),
             }
+            let streams = || {
+                state
+                    .inner
+                    .streams
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+            };
+            streams().claim(&start.call_sid)?;
+            let slot = match state.inner.call_slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    streams().unclaim(&start.call_sid);
+                    return Err(Rejected("at capacity".into()));
+                }
+            };
             if let Ok(mut h) = held.lock() {
                 h.slot = Some(slot);
                 h.stream = Some((state.clone(), start.call_sid.clone()));
@@ -759,12 +855,16 @@ impl CallHooks for ApiHooks {
                 ..ConversationConfig::default()
             };
             let mut assistant_greeting = None;
-            match tokio::time::timeout(
-                CLINIC_LOAD_TIMEOUT,
-                state.store().get_assistant(org, assistant),
-            )
-            .await
-            {
+            // The assistant and the clinic are looked up side by side, each bounded by
+            // `CLINIC_LOAD_TIMEOUT`, so a database that hangs delays the greeting by that once.
+            let (found, loaded) = tokio::join!(
+                tokio::time::timeout(
+                    CLINIC_LOAD_TIMEOUT,
+                    state.store().get_assistant(org, assistant),
+                ),
+                state.clinic_for(org),
+            );
+            match found {
                 Ok(Ok(Some(a))) => {
                     if !a.greeting.trim().is_empty() {
                         assistant_greeting = Some(a.greeting);
@@ -789,7 +889,6 @@ impl CallHooks for ApiHooks {
                 .and_then(|mut p| p.remove(&start.call_sid))
                 .map(|(m, _)| m)
                 .unwrap_or_default();
-            let loaded = state.clinic_for(org).await;
             let session = state
                 .receptionist_for(&loaded, &start.call_sid, &meta)
                 .await;
@@ -809,7 +908,6 @@ impl CallHooks for ApiHooks {
             if let Ok(mut h) = held.lock() {
                 h.transfer_number = loaded.clinic.file.clinic.transfer_number.clone();
             }
-            let sid = CallSid(start.call_sid.clone());
             let recording_path = match state.inner.recordings.staging_path(org, &sid) {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -939,6 +1037,45 @@ impl CallHooks for ApiHooks {
     fn reply_latency(&self, _call: &CallInfo, latency: Duration) {
         if let Ok(mut h) = self.state.metrics().reply_latency_us.lock() {
             let _ = h.record((latency.as_micros() as u64).max(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_sid_gets_one_stream_ever_and_ended_ones_are_forgotten_oldest_first() {
+        let mut streams = StreamRegistry::default();
+        streams.claim("CA1").unwrap();
+        assert!(streams.claim("CA1").is_err(), "a second live stream");
+        // A claim that never became a call (at capacity) may be made again.
+        streams.unclaim("CA1");
+        streams.claim("CA1").unwrap();
+        let now = Instant::now();
+        streams.end("CA1", now);
+        assert!(
+            streams.claim("CA1").is_err(),
+            "a stream after the call ended"
+        );
+
+        // Bounded: past ENDED_STREAMS_MAX the oldest ended CallSid is forgotten.
+        for i in 0..ENDED_STREAMS_MAX {
+            streams.end(&format!("CB{i}"), now);
+        }
+        assert_eq!(streams.ended.len(), ENDED_STREAMS_MAX);
+        assert_eq!(streams.ended_order.len(), ENDED_STREAMS_MAX);
+        assert!(!streams.ended.contains("CA1"));
+        assert!(streams.claim("CB7").is_err());
+
+        // Time-bounded: what ended longer than ENDED_STREAM_TTL ago is forgotten.
+        let mut streams = StreamRegistry::default();
+        if let Some(long_ago) = now.checked_sub(ENDED_STREAM_TTL + Duration::from_secs(1)) {
+            streams.end("CC1", long_ago);
+            streams.end("CC2", now);
+            assert!(!streams.ended.contains("CC1"));
+            assert!(streams.claim("CC2").is_err());
         }
     }
 }

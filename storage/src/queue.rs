@@ -16,8 +16,13 @@
 //! Durability: an op is in one of: the channel (memory), the spill file, the `.replaying` file being written
 //! back, or the database. [`WriteQueue::shutdown`] moves whatever is still in memory to the spill file, and
 //! the next [`WriteQueue::spawn`] with the same path replays both files before anything else. Only a process
-//! crash loses what was in the channel at that moment (at most [`QueueConfig::capacity`] ops); the spill file
-//! is appended without fsync, so it survives a process crash but not a power cut.
+//! crash loses what was in the channel at that moment (at most [`QueueConfig::capacity`] ops). Every append
+//! to the spill file is followed by `fdatasync` before `submit` (or the writer's shutdown) returns: one sync
+//! per batch appended (a single op from `submit`, everything left in memory at shutdown), so a spilled op
+//! survives a power cut as well as a process crash. The cost: while spilling (the database down or the
+//! queue full), each `submit` waits for one disk sync under the spill lock, ~0.1–2 ms on an SSD and up to
+//! tens of ms on a busy spinning disk. Submits come a few per turn, never per audio frame, and spilling only
+//! happens during an outage, so calls stay smooth; [`QueueStats::spill_syncs`] counts them.
 //!
 //! Stopping: call [`WriteQueue::shutdown`], then await the writer's `JoinHandle`. Dropping every handle
 //! without it also ends the writer, but only once everything is written, waiting for the database as long as
@@ -94,6 +99,8 @@ pub struct QueueStats {
     pub pending: u64,
     /// Current size of the spill file.
     pub spill_bytes: u64,
+    /// Disk syncs of the spill file (one per batch appended, see the module docs).
+    pub spill_syncs: u64,
     /// False from the first transient failure until the next successful write.
     pub db_up: bool,
 }
@@ -127,6 +134,7 @@ struct Shared {
     recovered: AtomicU64,
     retried: AtomicU64,
     spilled: AtomicU64,
+    spill_syncs: AtomicU64,
     dropped: AtomicU64,
     rejected: AtomicU64,
     db_up: AtomicBool,
@@ -196,6 +204,7 @@ impl WriteQueue {
             recovered: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             spilled: AtomicU64::new(0),
+            spill_syncs: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             db_up: AtomicBool::new(true),
@@ -252,6 +261,7 @@ impl WriteQueue {
             );
         }
         shared.append_spill(&mut spill, &op, shared.run_id, false);
+        shared.sync_spill(&mut spill);
         drop(spill);
         shared.wake.notify_one();
     }
@@ -269,6 +279,7 @@ impl WriteQueue {
             recovered: s.recovered.load(Ordering::Acquire),
             pending: submitted.saturating_sub(s.settled.load(Ordering::Acquire)),
             spill_bytes: s.lock_spill().bytes,
+            spill_syncs: s.spill_syncs.load(Ordering::Acquire),
             db_up: s.db_up.load(Ordering::Acquire),
         }
     }
@@ -374,6 +385,20 @@ impl Shared {
         }
     }
 
+    /// Makes what was appended durable (`fdatasync`): called once after each batch of appends. A failed
+    /// sync is logged; the ops stay in the file (they survive a process crash, maybe not a power cut).
+    fn sync_spill(&self, spill: &mut SpillFile) {
+        let Some(file) = &spill.file else { return };
+        match file.sync_data() {
+            Ok(()) => {
+                self.spill_syncs.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %self.spill_path.display(), "spill file sync failed; spilled writes may not survive a power cut");
+            }
+        }
+    }
+
     fn drop_op(&self, op: &WriteOp, why: &str) {
         let n = self.dropped.fetch_add(1, Ordering::AcqRel) + 1;
         self.settled.fetch_add(1, Ordering::AcqRel);
@@ -466,6 +491,7 @@ impl Writer {
             self.shared
                 .append_spill(&mut spill, &op, self.shared.run_id, true);
         }
+        self.shared.sync_spill(&mut spill);
         spill.file = None;
     }
 
@@ -535,6 +561,7 @@ impl Writer {
                 for op in &ops {
                     shared.append_spill(&mut spill, op, shared.run_id, true);
                 }
+                shared.sync_spill(&mut spill);
                 return Err(stopping);
             }
         }
@@ -696,4 +723,52 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CallSid;
+
+    /// A spilled op is synced to disk before `submit` returns, and the next run (after a crash: no
+    /// shutdown, the handle simply gone) finds it in the spill file and writes it.
+    #[tokio::test]
+    async fn a_spilled_op_is_synced_and_written_by_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path()).await.unwrap();
+        let (org, assistant) = store.ensure_default_org().await.unwrap();
+        let spill = dir.path().join("writes.spill");
+        let (queue, writer) = WriteQueue::spawn(store.clone(), spill.clone());
+        // Stop the writer: from now on every submit goes to the spill file.
+        queue.shutdown(Duration::ZERO).await.unwrap();
+        writer.await.unwrap();
+        let sid = CallSid::from("CA0123456789abcdef0123456789abcdef");
+        queue.submit(WriteOp::CallStarted {
+            org,
+            assistant: Some(assistant),
+            sid: sid.clone(),
+            from: "+15550100001".into(),
+            to: "+15550100002".into(),
+            direction: "inbound".into(),
+            started_at: chrono::Utc::now(),
+        });
+        let stats = queue.stats();
+        assert_eq!((stats.spilled, stats.dropped), (1, 0));
+        assert_eq!(stats.spill_syncs, 1, "the append was synced");
+        assert!(std::fs::metadata(&spill).unwrap().len() > 0);
+        // The crash: nothing else happens to this run's queue.
+        drop(queue);
+
+        let (queue, writer) = WriteQueue::spawn(store.clone(), spill.clone());
+        queue.flush(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(queue.stats().recovered, 1);
+        let call = store
+            .get_call(org, &sid)
+            .await
+            .unwrap()
+            .expect("call written");
+        assert_eq!(call.from, "+15550100001");
+        queue.shutdown(Duration::from_secs(5)).await.unwrap();
+        writer.await.unwrap();
+    }
 }

@@ -43,12 +43,23 @@ pub trait RecordingStore: Send + Sync + fmt::Debug {
     fn staging_path(&self, org: OrgId, sid: &CallSid) -> Result<PathBuf, StoreError>;
 
     /// Moves the finished staging file to permanent storage and checksums it. Idempotent: calling it again
-    /// after it succeeded (the staging file is gone) returns the same result.
+    /// after it succeeded (the staging file is gone) returns the same result. Never replaces a stored
+    /// recording: if the call already has one, the new file is kept under a distinct location (and the
+    /// first stays the call's recording, as the recordings table keeps the first row too).
     fn put<'a>(
         &'a self,
         org: OrgId,
         sid: &'a CallSid,
     ) -> BoxFuture<'a, Result<StoredRecording, StoreError>>;
+
+    /// Whether a recording of this call has been stored ([`RecordingStore::put`] succeeded for it).
+    /// Call setup refuses a media stream for a call that already has one, so a replayed stream can
+    /// neither record over it nor start a second call under its CallSid, even after a restart.
+    fn exists<'a>(
+        &'a self,
+        org: OrgId,
+        sid: &'a CallSid,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Opens a stored recording for reading.
     fn open<'a>(&'a self, location: &'a str) -> BoxFuture<'a, Result<RecordingReader, StoreError>>;
@@ -147,28 +158,49 @@ impl RecordingStore for LocalRecordingStore {
         Box::pin(async move {
             let staging = self.staging_path(org, sid)?;
             let dest = self.final_path(org, sid)?;
-            let location = format!("{LOCAL_SCHEME}{}", Self::relative_key(org, sid)?);
+            let key = Self::relative_key(org, sid)?;
             // File I/O and hashing off the async threads.
-            let (sha256, bytes) =
-                tokio::task::spawn_blocking(move || -> Result<(String, u64), StoreError> {
-                    if staging.exists() {
-                        let f = std::fs::File::open(&staging)?;
-                        // Durable before it becomes visible under its final name.
-                        f.sync_all()?;
-                        if let Some(parent) = dest.parent() {
-                            std::fs::create_dir_all(parent)?;
-                        }
-                        std::fs::rename(&staging, &dest)?;
+            let (key, sha256, bytes) = tokio::task::spawn_blocking(
+                move || -> Result<(String, String, u64), StoreError> {
+                    if !staging.exists() {
+                        let (sha256, bytes) = sha256_file(&dest)?;
+                        return Ok((key, sha256, bytes));
                     }
-                    sha256_file(&dest)
-                })
-                .await
-                .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+                    let f = std::fs::File::open(&staging)?;
+                    // Durable before it becomes visible under its final name.
+                    f.sync_all()?;
+                    let parent = dest.parent().map(Path::to_path_buf);
+                    if let Some(parent) = &parent {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    let (key, stored_at) = link_without_overwriting(&staging, &dest, &key)?;
+                    std::fs::remove_file(&staging)?;
+                    if let Some(parent) = &parent {
+                        // The new name survives a power cut too.
+                        std::fs::File::open(parent)?.sync_all()?;
+                    }
+                    let (sha256, bytes) = sha256_file(&stored_at)?;
+                    Ok((key, sha256, bytes))
+                },
+            )
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
             Ok(StoredRecording {
-                location,
+                location: format!("{LOCAL_SCHEME}{key}"),
                 sha256,
                 bytes,
             })
+        })
+    }
+
+    fn exists<'a>(
+        &'a self,
+        org: OrgId,
+        sid: &'a CallSid,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let path = self.final_path(org, sid)?;
+            Ok(tokio::fs::try_exists(path).await?)
         })
     }
 
@@ -191,6 +223,61 @@ impl RecordingStore for LocalRecordingStore {
             None
         }
     }
+}
+
+/// Most recordings kept for one call besides its first (`<CallSid>.2.wav` …): a bound, so a
+/// directory full of them ends in an error (the file stays in staging) rather than a long loop.
+/// Call setup refuses a second stream for a call, so even one duplicate means something went
+/// wrong (a restart that forgot ended streams *and* lost the first recording, say).
+const MAX_RECORDINGS_PER_CALL: u32 = 100;
+
+/// Gives `staging` its permanent name without ever replacing a stored recording: `dest` if it is
+/// free, else the first free `<CallSid>.<n>.wav` beside it (logged at warn). A hard link fails when
+/// the name is taken, so this is atomic where "check, then rename" is not. Returns the stored
+/// file's key and path; the caller removes `staging`.
+fn link_without_overwriting(
+    staging: &Path,
+    dest: &Path,
+    key: &str,
+) -> Result<(String, PathBuf), StoreError> {
+    let stem = key.strip_suffix(".wav").unwrap_or(key);
+    for n in 1..=MAX_RECORDINGS_PER_CALL + 1 {
+        let (key, path) = if n == 1 {
+            (key.to_string(), dest.to_path_buf())
+        } else {
+            let key = format!("{stem}.{n}.wav");
+            let path = dest.with_file_name(Path::new(&key).file_name().unwrap_or_default());
+            (key, path)
+        };
+        match std::fs::hard_link(staging, &path) {
+            Ok(()) => {
+                if n > 1 {
+                    tracing::warn!(location = %key, "a call already had a stored recording; this one is kept beside it");
+                }
+                return Ok((key, path));
+            }
+            // A crash between linking and removing the staging file: this is our own file.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if same_file(staging, &path)? {
+                    return Ok((key, path));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::InvalidInput("recordings per call (too many)"))
+}
+
+#[cfg(unix)]
+fn same_file(a: &Path, b: &Path) -> Result<bool, StoreError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (a, b) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &Path, _: &Path) -> Result<bool, StoreError> {
+    Ok(false)
 }
 
 /// Hex SHA-256 and length of a file.
@@ -262,6 +349,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(bytes, b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_stored_recording_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalRecordingStore::in_data_dir(dir.path());
+        let org = OrgId::new();
+        let sid = CallSid::from("CA0123456789abcdef0123456789abcdef");
+        assert!(!store.exists(org, &sid).await.unwrap());
+        std::fs::write(store.staging_path(org, &sid).unwrap(), b"first").unwrap();
+        let first = store.put(org, &sid).await.unwrap();
+        assert!(store.exists(org, &sid).await.unwrap());
+
+        // A second recording for the same call (a replayed stream, a recovered staging file).
+        std::fs::write(store.staging_path(org, &sid).unwrap(), b"second").unwrap();
+        let second = store.put(org, &sid).await.unwrap();
+        assert_ne!(second.location, first.location);
+        let read = |loc: &str| std::fs::read(store.local_path(loc).unwrap()).unwrap();
+        assert_eq!(read(&first.location), b"first");
+        assert_eq!(read(&second.location), b"second");
+        // And a third does not take the second's name.
+        std::fs::write(store.staging_path(org, &sid).unwrap(), b"third").unwrap();
+        let third = store.put(org, &sid).await.unwrap();
+        assert_eq!(read(&first.location), b"first");
+        assert_eq!(read(&second.location), b"second");
+        assert_eq!(read(&third.location), b"third");
+        // Nothing left in staging, and the call's recording is still the first.
+        assert!(store.list_staged().unwrap().is_empty());
+        assert_eq!(store.put(org, &sid).await.unwrap(), first);
     }
 
     #[test]

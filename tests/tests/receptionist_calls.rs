@@ -1,7 +1,7 @@
 //! The offline receptionist end to end through audio: the example clinic
 //! (`examples/bright-smile.toml`) is applied to a real-engine server's store (with the MiniLM
 //! embeddings), a caller speaks with Piper over the real Media Streams protocol to the clinic's
-//! number, the server hears it with Whisper, the per-call receptionist answers with Piper, and
+//! number, the server hears it with Whisper, the per-call receptionist answers with Festival, and
 //! the test checks what landed in the database and, transcribed back with Whisper, what the
 //! caller heard.
 //!
@@ -9,8 +9,8 @@
 //! ("next Monday") and every expectation is computed from today's London date and the clinic's
 //! hours, never written as a date. Escalations depend on whether the clinic is open right now.
 //!
-//! Only one Piper voice is fetched (joe), so caller and agent share a voice here; they are
-//! separate channels, and `offline.rs` covers the caller spoken by a different synthesiser.
+//! The caller speaks with Piper (joe) and the agent with Festival (CMU SLT), so two different
+//! synthesisers and voices meet, as in `offline.rs`.
 //!
 //! These tests need the fetched models (`VOXANNE_MODELS_DIR`, as scripts/test.sh sets); a
 //! missing model is a failure that names the command that fetches it.
@@ -118,7 +118,7 @@ async fn heard_back(report: &CallReport, turn: &TurnRecord) -> String {
     engines::wer::normalize(&text).join(" ")
 }
 
-/// A real-engine server (Whisper, Piper, earshot VAD, SQLite) with the example clinic applied.
+/// A real-engine server (Whisper, Festival, earshot VAD, SQLite) with the example clinic applied.
 struct Rig {
     server: api::Server,
     store: Store,
@@ -133,6 +133,12 @@ async fn rig() -> Rig {
     let vars = [
         ("VOXANNE_ENGINES", "embedded"),
         ("VOXANNE_MODELS_DIR", models.as_str()),
+        // The agent speaks with Festival, the caller with Piper, as in `offline.rs`: two voices
+        // (one Piper voice is fetched). Festival also synthesises a sentence whole, so a busy
+        // machine (two real-engine calls at once on two cores) delays a sentence rather than
+        // leaving a gap inside a word, which Piper's clause-by-clause stream did once under
+        // this load ("fifty-five" heard back as "a stiff to five").
+        ("VOXANNE_TTS", "festival"),
     ];
     let config = config(dir.path(), database_url(Backend::Sqlite).await, &vars);
     let engines = tokio::task::spawn_blocking({
@@ -177,6 +183,47 @@ fn after_agent() -> LineStart {
     }
 }
 
+/// Renditions of a line the caller's voice tries before settling for the best. Piper samples
+/// noise in its model, so one rendition in five or six of "My name is Sam Taylor." is heard by
+/// Whisper as "Santailer" or "sent ailer" (measured: 5 of 6 right); a real caller who is
+/// misheard says it again. Five tries make a line no clean rendition of vanishingly rare.
+const MAX_RENDITIONS: usize = 5;
+
+/// The words of `text` as the caller's renditions are checked: WER-normalised, articles and
+/// spaces dropped ("a check-up" and "the checkup" are the same request; Whisper hears Piper's
+/// "a" as "the" in most renditions of "How much is a check-up?"), every other word kept.
+fn squashed(text: &str) -> String {
+    engines::wer::normalize(text)
+        .into_iter()
+        .filter(|w| !matches!(w.as_str(), "a" | "an" | "the"))
+        .collect::<Vec<_>>()
+        .concat()
+}
+
+/// `text` spoken by the caller's voice, 8 kHz: a rendition that the test's Whisper hears as
+/// written over the phone's μ-law, so that what the server's Whisper makes of it is the
+/// pipeline's doing, not the synthesiser's luck (or the closest of [`MAX_RENDITIONS`]).
+fn clear_rendition(text: &str) -> Vec<i16> {
+    let mut best: Option<(f64, Vec<i16>)> = None;
+    for _ in 0..MAX_RENDITIONS {
+        let audio = api::simulate::speak_8k(caller_voice(), text).unwrap();
+        let phone: Vec<i16> = audio
+            .iter()
+            .map(|&s| media::mulaw::decode(media::mulaw::encode(s)))
+            .collect();
+        let heard = transcribe_8k(&phone);
+        if squashed(&heard) == squashed(text) {
+            return audio;
+        }
+        let w = engines::wer::wer(text, &heard);
+        eprintln!("caller's rendition of {text:?} heard as {heard:?}; trying again");
+        if best.as_ref().is_none_or(|(b, _)| w < *b) {
+            best = Some((w, audio));
+        }
+    }
+    best.expect("at least one rendition").1
+}
+
 /// The caller's lines spoken by Piper, 8 kHz.
 async fn script(lines: &[(&str, LineStart)]) -> Vec<Line> {
     let lines: Vec<(String, LineStart)> = lines.iter().map(|(t, s)| (t.to_string(), *s)).collect();
@@ -184,7 +231,7 @@ async fn script(lines: &[(&str, LineStart)]) -> Vec<Line> {
         lines
             .into_iter()
             .map(|(text, start)| Line::Speak {
-                audio: api::simulate::speak_8k(caller_voice(), &text).unwrap(),
+                audio: clear_rendition(&text),
                 start,
             })
             .collect()
@@ -655,7 +702,7 @@ async fn asking_for_a_person_is_put_through_or_offered_a_message() {
 fn reschedule_days(clinic: &Clinic, now: NaiveDateTime) -> (String, NaiveDate, NaiveDate) {
     let today = now.date();
     let ten = NaiveTime::from_hms_opt(10, 0, 0).unwrap();
-    let notice = Days::minutes(i64::from(clinic.file.clinic.min_notice_minutes.unwrap_or(0)) + 30);
+    let notice = Days::minutes(i64::from(clinic.file.clinic.min_notice_minutes) + 30);
     let bare = (soonest(today, Weekday::Thu), soonest(today, Weekday::Fri));
     let fits = |(thu, fri): (NaiveDate, NaiveDate)| {
         thu.and_time(ten) > now + notice
