@@ -1120,7 +1120,13 @@ async fn try_book(pool: &DbPool, b: &NewBooking, id: Uuid, now: DateTime<Utc>) -
         return Ok(BookOutcome::AlreadyBooked(a));
     }
     if slot_taken(&mut tx, b.org, b.starts_at, b.ends_at).await? {
-        return Ok(BookOutcome::Conflict);
+        // Postgres reads committed rows statement by statement: a concurrent request with the same
+        // key may have committed between the key check and this one, and taken the slot itself.
+        // Look again, so a retried request gets its own booking back, not a conflict.
+        return Ok(match appointment_by_key(&mut tx, b.org, &b.idempotency_key).await? {
+            Some(a) => BookOutcome::AlreadyBooked(a),
+            None => BookOutcome::Conflict,
+        });
     }
     if let Some(sid) = &b.call_sid {
         // The call row may not have landed yet (it comes through the write queue): a placeholder, as the
@@ -1230,8 +1236,12 @@ async fn try_reschedule(
         return Err(StoreError::NotFound("booked appointment"));
     }
     if slot_taken(&mut tx, org, starts_at, ends_at).await? {
-        // Dropping the transaction rolls the cancellation back.
-        return Ok(BookOutcome::Conflict);
+        // Dropping the transaction rolls the cancellation back. A concurrent request with the
+        // same key may have committed since the key check: it gets its result back.
+        return Ok(match appointment_by_key(&mut tx, org, key).await? {
+            Some(a) => BookOutcome::AlreadyBooked(a),
+            None => BookOutcome::Conflict,
+        });
     }
     let a = insert_appointment(
         &mut tx,
