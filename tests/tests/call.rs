@@ -107,16 +107,21 @@ async fn a_call_is_answered_interrupted_recorded_and_stored(backend: Backend) {
         "audio kept playing after the clear"
     );
 
-    // The record, once the write queue has drained.
-    drain_writes(&server).await;
+    // The record, once the call task has finished (the caller sees the socket close a moment
+    // before the server reports the call's end) and the write queue has drained.
     let store = server.state.store().clone();
     let org = org_of(&report);
     let sid = CallSid(report.call_sid.clone());
-    let call = store
-        .get_call(org, &sid)
-        .await
-        .unwrap()
-        .expect("call stored");
+    let mut call = None;
+    for _ in 0..200 {
+        drain_writes(&server).await;
+        call = store.get_call(org, &sid).await.unwrap();
+        if call.as_ref().is_some_and(|c| c.end_reason.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call = call.expect("call stored");
     assert_eq!(call.end_reason.as_deref(), Some("agent_hung_up"));
     assert_eq!(call.from, "+15550100001");
     let call_ms = (report.said.len() / 8) as i64;
