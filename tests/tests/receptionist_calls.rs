@@ -200,6 +200,19 @@ fn squashed(text: &str) -> String {
         .concat()
 }
 
+/// The rendition as the server might cut it: a few milliseconds later (another resampling
+/// phase and mel-frame alignment) and quieter. A rendition heard right only as it is was on
+/// the edge: the server's Whisper, given the endpointed turn through its streaming resampler,
+/// heard one such "My name is Sam Taylor." as "San Taylor".
+fn perturbed(phone: &[i16]) -> impl Iterator<Item = Vec<i16>> + '_ {
+    let later: Vec<i16> = std::iter::repeat_n(0, 52)
+        .chain(phone.iter().copied())
+        .chain(std::iter::repeat_n(0, 1_600))
+        .collect();
+    let quieter: Vec<i16> = phone.iter().map(|&s| (f32::from(s) * 0.6) as i16).collect();
+    [later, quieter].into_iter()
+}
+
 /// `text` spoken by the caller's voice, 8 kHz: a rendition that the test's Whisper hears as
 /// written over the phone's μ-law, so that what the server's Whisper makes of it is the
 /// pipeline's doing, not the synthesiser's luck (or the closest of [`MAX_RENDITIONS`]).
@@ -212,11 +225,15 @@ fn clear_rendition(text: &str) -> Vec<i16> {
             .map(|&s| media::mulaw::decode(media::mulaw::encode(s)))
             .collect();
         let heard = transcribe_8k(&phone);
-        if squashed(&heard) == squashed(text) {
+        let clear = squashed(&heard) == squashed(text)
+            && perturbed(&phone).all(|p| squashed(&transcribe_8k(&p)) == squashed(text));
+        if clear {
             return audio;
         }
         let w = engines::wer::wer(text, &heard);
-        eprintln!("caller's rendition of {text:?} heard as {heard:?}; trying again");
+        eprintln!(
+            "caller's rendition of {text:?} not heard as written every way (as is: {heard:?}); trying again"
+        );
         if best.as_ref().is_none_or(|(b, _)| w < *b) {
             best = Some((w, audio));
         }
