@@ -87,7 +87,6 @@ fn tools_with_appointments() -> MemoryTools {
 
 /// A booking in progress, read back and awaiting a yes.
 fn at_read_back() -> State {
-    let clinic = example_clinic();
     let t = NaiveDateTime::parse_from_str("2026-12-03T15:00", "%Y-%m-%dT%H:%M").unwrap();
     let slot = slots::Slot {
         start: t,
@@ -111,16 +110,7 @@ fn at_read_back() -> State {
         caller: Some(Default::default()),
         ..State::default()
     }
-    .tap(|_| drop(clinic))
 }
-
-trait Tap: Sized {
-    fn tap(self, f: impl FnOnce(&Self)) -> Self {
-        f(&self);
-        self
-    }
-}
-impl Tap for State {}
 
 #[tokio::test]
 async fn the_development_set_is_handled() {
