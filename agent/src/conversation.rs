@@ -103,6 +103,14 @@ pub struct ConversationConfig {
     /// default here; the server turns it on for real recognisers, whose results depend only on
     /// the audio — a scripted test recogniser answers in request order).
     pub early_transcribe_ms: Option<u32>,
+    /// Said once when the brain has not begun a reply `filler_after` after it was asked (a slow
+    /// tool, a slow provider), so the caller hears that we are on it instead of dead air. It is
+    /// spoken and recorded like any sentence of the reply, and the reply follows it; a brain that
+    /// then fails still gets the apology. `None`: never.
+    pub filler: Option<String>,
+    /// 1.5 s: a person on the phone fills a pause about then; the offline receptionist answers
+    /// in milliseconds, so only a stalled tool or provider reaches it.
+    pub filler_after: Duration,
 }
 
 impl Default for ConversationConfig {
@@ -123,6 +131,8 @@ impl Default for ConversationConfig {
             unheard_prompt: "Sorry, I didn't catch that — could you say it again?".into(),
             max_unheard_prompts: 2,
             mark_grace: Duration::from_secs(2),
+            filler: Some("One moment, please.".into()),
+            filler_after: Duration::from_millis(1500),
         }
     }
 }
@@ -230,10 +240,10 @@ pub enum Input<'a> {
     },
     /// The brain streamed text for a turn.
     BrainText { turn: TurnId, text: String },
-    /// The brain reported something worth recording (a tool call and its result, an
-    /// escalation): becomes a call event. Recorded even for a cancelled turn, since the side
-    /// effect happened.
-    BrainNote { kind: &'static str, detail: String },
+    /// An engine reported something worth recording (the brain's tool call and its result or an
+    /// escalation, the voice falling back): becomes a call event. Recorded even for a cancelled
+    /// turn, since the side effect happened.
+    EngineNote { kind: &'static str, detail: String },
     /// The brain finished a turn, with an action to take after speaking.
     BrainDone {
         turn: TurnId,
@@ -333,6 +343,8 @@ struct Segment {
     /// Synthesis failed: whatever audio it had still plays (and its mark is still sent, so
     /// the turn completes on time), but its text never counts as heard.
     failed: bool,
+    /// The filler said while the brain was slow, not part of its answer.
+    filler: bool,
 }
 
 #[derive(Debug)]
@@ -347,6 +359,8 @@ struct AgentTurn {
     /// The brain failed and this turn already carries the apology: if that fails to play too,
     /// nothing more is tried (no apology for an apology).
     apologised: bool,
+    /// The filler has been said (or is no longer due): at most once per turn.
+    filler_said: bool,
     asked_at: Now,
     first_text_at: Option<Now>,
     first_synth_at: Option<Now>,
@@ -369,6 +383,7 @@ impl AgentTurn {
             brain_done: turn.is_none(),
             action: None,
             apologised: false,
+            filler_said: false,
             asked_at: now,
             first_text_at: None,
             first_synth_at: None,
@@ -437,6 +452,21 @@ impl AgentTurn {
                 .filter(|s| !s.failed)
                 .map(|s| s.text.as_str()),
         )
+    }
+
+    /// Whether any of the brain's own words (not the filler) were spoken.
+    fn said_anything(&self) -> bool {
+        self.segments.iter().any(|s| !s.failed && !s.filler)
+    }
+
+    /// When the filler is due: a reply the brain has not begun, still waiting for it.
+    fn filler_due(&self, after: Duration) -> Option<Now> {
+        let waiting = self.kind == AgentKind::Reply
+            && self.turn.is_some()
+            && !self.brain_done
+            && !self.filler_said
+            && self.segments.is_empty();
+        waiting.then(|| self.asked_at + after)
     }
 
     fn all_heard(&self) -> bool {
@@ -667,12 +697,15 @@ impl Conversation {
         if let Some(t) = self.mark_deadline() {
             consider(t);
         }
+        if let Some(t) = self.filler_deadline() {
+            consider(t);
+        }
         next
     }
 
     /// Feeds one input at time `now`, then runs any timers that are due.
     pub fn handle_input(&mut self, now: Now, input: Input<'_>) {
-        if let Input::BrainNote { kind, detail } = input {
+        if let Input::EngineNote { kind, detail } = input {
             self.event(kind, detail);
             return;
         }
@@ -694,7 +727,7 @@ impl Conversation {
             Input::Transcript { turn, result } => self.handle_transcript(now, turn, result),
             Input::BrainText { turn, text } => self.handle_brain_text(now, turn, text),
             Input::BrainDone { turn, result } => self.handle_brain_done(now, turn, result),
-            Input::BrainNote { .. } => {}
+            Input::EngineNote { .. } => {}
             Input::SpeechAudio { segment, samples } => {
                 self.handle_speech_audio(now, segment, samples)
             }
@@ -1125,7 +1158,7 @@ impl Conversation {
         match result {
             Ok(action) => agent.action = action,
             Err(e) => {
-                let nothing_said = agent.segments.is_empty();
+                let nothing_said = agent.segments.iter().all(|s| s.filler);
                 agent.apologised = nothing_said;
                 self.event("error", format!("brain: {e}"));
                 if nothing_said {
@@ -1249,6 +1282,10 @@ impl Conversation {
     }
 
     fn add_segment(&mut self, now: Now, text: String) {
+        self.push_segment(now, text, false);
+    }
+
+    fn push_segment(&mut self, now: Now, text: String, filler: bool) {
         let id = SegmentId(self.next_segment);
         self.next_segment += 1;
         let Some(agent) = self.agent.as_mut() else {
@@ -1263,6 +1300,7 @@ impl Conversation {
             heard_at: None,
             first_sent: None,
             failed: false,
+            filler,
         });
         self.outputs
             .push_back(Output::Synthesize { segment: id, text });
@@ -1370,7 +1408,7 @@ impl Conversation {
             && action.is_none()
             && !agent.apologised
             && agent.segments.iter().any(|s| s.failed)
-            && agent.heard_whole().is_empty();
+            && !agent.said_anything();
         self.finish_agent_turn(now, agent, false);
         self.idle_since = Some(now);
         if apologise {
@@ -1512,6 +1550,16 @@ impl Conversation {
 
     // ---- timers -------------------------------------------------------------------------------
 
+    /// When the filler is due, if it is: the brain is slow on a reply, the caller is not
+    /// speaking, and the call is not ending.
+    fn filler_deadline(&self) -> Option<Now> {
+        self.config.filler.as_ref()?;
+        if self.caller_turn.is_some() || self.ending.is_some() {
+            return None;
+        }
+        self.agent.as_ref()?.filler_due(self.config.filler_after)
+    }
+
     fn idle_deadline(&self) -> Option<Now> {
         if self.agent.is_some() || self.caller_turn.is_some() || !self.pending.is_empty() {
             return None;
@@ -1543,6 +1591,19 @@ impl Conversation {
                 self.speak_fixed(now, AgentKind::Prompt, &prompt);
             }
             return;
+        }
+        if let Some(deadline) = self.filler_deadline()
+            && now >= deadline
+            && let Some(filler) = self.config.filler.clone()
+        {
+            if let Some(agent) = self.agent.as_mut() {
+                agent.filler_said = true;
+            }
+            self.event(
+                "filler",
+                format!("brain silent for {} ms", ms(self.config.filler_after)),
+            );
+            self.push_segment(now, filler, true);
         }
         if let Some(deadline) = self.mark_deadline()
             && now >= deadline

@@ -183,7 +183,7 @@ impl Sim {
             let input = match d {
                 Due::Transcript(turn, result) => Input::Transcript { turn, result },
                 Due::BrainText(turn, text) => Input::BrainText { turn, text },
-                Due::Note(kind, detail) => Input::BrainNote { kind, detail },
+                Due::Note(kind, detail) => Input::EngineNote { kind, detail },
                 Due::BrainDone(turn, result) => Input::BrainDone { turn, result },
                 Due::Audio(segment, samples) => {
                     input_owned = samples;
@@ -1195,4 +1195,115 @@ fn a_failed_transcript_of_a_short_sound_is_still_treated_as_noise() {
     let prompt = ConversationConfig::default().unheard_prompt;
     assert!(sim.agent_turns().iter().all(|t| t.text != prompt));
     assert!(sim.asked.is_empty());
+}
+
+/// The caller's turn (2.0–2.5 s) is endpointed and transcribed by about 3.4 s, when the brain
+/// is asked; the filler is due 1.5 s later.
+fn slow_brain_sim(brain_delay_ms: u64) -> Sim {
+    let mut sim = Sim::new(config());
+    sim.brain_delay = ms(brain_delay_ms);
+    sim.transcripts.push_back("hello".into());
+    sim.start();
+    sim.say(2_000, 2_500);
+    sim
+}
+
+/// Media time (ms) at which the first frame after `after_ms` was released.
+fn first_frame_after(sim: &Sim, after_ms: u64) -> Option<u64> {
+    sim.frames
+        .iter()
+        .map(|t| t.as_millis() as u64)
+        .find(|&t| t > after_ms)
+}
+
+#[test]
+fn a_slow_brain_gets_the_filler_then_its_answer_follows_it() {
+    let mut sim = slow_brain_sim(4_000);
+    sim.run_until(3_300);
+    assert_eq!(sim.asked.len(), 0, "the turn is still being endpointed");
+    sim.run_until(15_000);
+    assert_eq!(sim.asked.len(), 1);
+    let filler = ConversationConfig::default().filler.unwrap();
+    let fillers = sim.events_of("filler");
+    assert_eq!(fillers.len(), 1, "{:?}", sim.events);
+    let reply = sim
+        .synthesized
+        .iter()
+        .position(|t| t == &filler)
+        .expect("the filler was spoken");
+    assert_eq!(
+        sim.synthesized[reply + 1..],
+        ["You said hello.".to_string(), "Anything else?".to_string()],
+        "the answer follows the filler"
+    );
+    // Caller speech ends at 2.5 s; the first agent audio after it is the filler, within 1.5 s
+    // of the brain being asked (plus endpointing and the decode), not the 4 s brain.
+    let first = first_frame_after(&sim, 2_500).expect("agent audio after the turn");
+    assert!(first < 2_500 + 3_000, "dead air until {first} ms");
+    let turns = sim.agent_turns();
+    let answer = turns.last().unwrap();
+    assert_eq!(
+        answer.text,
+        format!("{filler} You said hello. Anything else?"),
+        "the filler is recorded as part of the reply it stood in for"
+    );
+    assert_eq!(answer.heard.as_deref(), Some(answer.text.as_str()));
+}
+
+#[test]
+fn a_quick_brain_gets_no_filler() {
+    let mut sim = slow_brain_sim(1_000);
+    sim.run_until(15_000);
+    assert_eq!(sim.asked.len(), 1);
+    assert!(sim.events_of("filler").is_empty(), "{:?}", sim.events);
+    assert!(
+        !sim.synthesized
+            .contains(&ConversationConfig::default().filler.unwrap())
+    );
+}
+
+#[test]
+fn a_brain_that_fails_after_the_filler_still_gets_the_apology() {
+    let mut sim = slow_brain_sim(60_000);
+    sim.run_until(6_000);
+    assert_eq!(sim.events_of("filler").len(), 1);
+    sim.queue
+        .retain(|(_, _, d)| !matches!(d, Due::BrainText(..) | Due::BrainDone(..)));
+    let at = sim.now + ms(10);
+    sim.schedule(
+        at,
+        Due::BrainDone(TurnId(0), Err(EngineError::Unavailable("timed out".into()))),
+    );
+    sim.run_until(15_000);
+    let defaults = ConversationConfig::default();
+    let last = sim.agent_turns().last().unwrap().text.clone();
+    assert_eq!(
+        last,
+        format!("{} {}", defaults.filler.unwrap(), defaults.apology),
+        "the filler alone is not an answer"
+    );
+}
+
+#[test]
+fn no_filler_while_the_caller_is_speaking_and_none_when_turned_off() {
+    // The caller goes on talking (3.4–6 s) while the brain is slow: no filler over them.
+    let mut sim = slow_brain_sim(60_000);
+    sim.say(3_400, 6_000);
+    sim.run_until(5_500);
+    assert!(sim.events_of("filler").is_empty(), "{:?}", sim.events);
+
+    let mut sim = Sim::new(ConversationConfig {
+        filler: None,
+        ..config()
+    });
+    sim.brain_delay = ms(4_000);
+    sim.transcripts.push_back("hello".into());
+    sim.start();
+    sim.say(2_000, 2_500);
+    sim.run_until(15_000);
+    assert!(sim.events_of("filler").is_empty());
+    assert_eq!(
+        sim.agent_turns().last().unwrap().text,
+        "You said hello. Anything else?"
+    );
 }

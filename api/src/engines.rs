@@ -36,6 +36,7 @@ pub fn build(config: &Config) -> Result<CallEngines, EngineSetupError> {
                 // brain answers nothing.
                 brain: Arc::new(NoSharedBrain),
                 tts: loaded.tts,
+                tts_fallback: loaded.tts_fallback,
                 stt_permits: Arc::new(Semaphore::new(config.stt_concurrency)),
                 vad: loaded.vad,
             })
@@ -75,12 +76,14 @@ impl agent::engine::Brain for NoSharedBrain {
 }
 
 /// The test-double engines: scripted STT (these lines, in order), the echo brain, a 440 Hz
-/// tone as speech; with the real earshot VAD.
+/// tone as speech (a 660 Hz tone as the fallback voice, as Festival stands behind Piper); with
+/// the real earshot VAD.
 pub fn test_engines(lines: &[&str], stt_concurrency: usize) -> CallEngines {
     CallEngines {
         stt: Arc::new(ScriptedStt::new(lines.iter().copied())),
         brain: Arc::new(EchoBrain::default()),
         tts: Arc::new(ToneTts::new(16_000, 440.0)),
+        tts_fallback: Some(Arc::new(ToneTts::new(16_000, 660.0))),
         stt_permits: Arc::new(Semaphore::new(stt_concurrency)),
         vad: Arc::new(|| Box::new(EarshotVad::new())),
     }

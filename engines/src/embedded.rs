@@ -50,6 +50,9 @@ pub struct EmbeddedOptions {
 pub struct Embedded {
     pub stt: WhisperStt,
     pub tts: Arc<dyn TextToSpeech>,
+    /// Festival behind Piper, when Festival is installed: it speaks a sentence Piper fails on
+    /// and the rest of that call. `None` behind Festival itself, or without Festival.
+    pub tts_fallback: Option<Arc<dyn TextToSpeech>>,
     pub vad: Arc<dyn Fn() -> Box<dyn VoiceDetector> + Send + Sync>,
 }
 
@@ -145,6 +148,16 @@ pub fn load(options: &EmbeddedOptions) -> Result<Embedded, EngineError> {
         )?),
         TtsChoice::Festival => Arc::new(FestivalTts::load()?),
     };
+    let tts_fallback: Option<Arc<dyn TextToSpeech>> = match options.tts {
+        TtsChoice::Festival => None,
+        TtsChoice::Piper => match FestivalTts::load() {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no fallback voice: a sentence Piper fails on is not spoken");
+                None
+            }
+        },
+    };
     let vad: Arc<dyn Fn() -> Box<dyn VoiceDetector> + Send + Sync> = match options.vad {
         VadChoice::Earshot => Arc::new(|| Box::new(EarshotVad::new())),
         VadChoice::Silero => {
@@ -155,7 +168,12 @@ pub fn load(options: &EmbeddedOptions) -> Result<Embedded, EngineError> {
             Arc::new(move || Box::new(model.detector()))
         }
     };
-    Ok(Embedded { stt, tts, vad })
+    Ok(Embedded {
+        stt,
+        tts,
+        tts_fallback,
+        vad,
+    })
 }
 
 #[cfg(test)]

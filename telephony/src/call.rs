@@ -63,11 +63,13 @@ const TTS_REQUESTS: usize = 16;
 /// `start` back to back; 10 s covers a slow network without keeping dead sockets.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A provider that takes longer than this for one step is treated as down for this turn.
-/// STT on a long turn on a busy box: 20 s. Brain: 15 s between streamed events. TTS: 10 s
-/// between chunks.
+/// STT on a long turn on a busy box: 20 s. Brain: 6 s between streamed events — above the
+/// receptionist's 5 s tool bound, so a stalled database gets the receptionist's own apology; the
+/// caller has heard the filler at 1.5 s. TTS: 5 s between chunks (Piper's first chunk takes
+/// 0.3–0.5 s idle, a Festival sentence 0.5–0.7 s), then the fallback voice.
 const STT_TIMEOUT: Duration = Duration::from_secs(20);
-const BRAIN_STEP_TIMEOUT: Duration = Duration::from_secs(15);
-const TTS_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+const BRAIN_STEP_TIMEOUT: Duration = Duration::from_secs(6);
+const TTS_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the recording's header is rewritten so a crash loses at most this much audio.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Largest gap in Twilio's timestamps we fill with silence to keep the media clock aligned;
@@ -88,6 +90,9 @@ pub struct CallEngines {
     pub stt: Arc<dyn SpeechToText>,
     pub brain: Arc<dyn Brain>,
     pub tts: Arc<dyn TextToSpeech>,
+    /// The voice that speaks a sentence `tts` failed on, and the rest of that call (Festival
+    /// behind Piper); `None`: a failed sentence is not heard and the core apologises.
+    pub tts_fallback: Option<Arc<dyn TextToSpeech>>,
     /// Caps concurrent speech-to-text decodes across all calls, so calls queue rather than
     /// oversubscribe the cores. A slot is held until the engine's future completes, even after
     /// the turn has timed out or the call has ended (the decode is still using a core).
@@ -102,6 +107,10 @@ impl std::fmt::Debug for CallEngines {
             .field("stt", &self.stt.name())
             .field("brain", &self.brain.name())
             .field("tts", &self.tts.name())
+            .field(
+                "tts_fallback",
+                &self.tts_fallback.as_ref().map(|t| t.name()),
+            )
             .finish()
     }
 }
@@ -211,7 +220,7 @@ impl EngineEvent {
         match self {
             EngineEvent::Transcript(..) => "transcript",
             EngineEvent::BrainText(..) => "brain_text",
-            EngineEvent::BrainNote(..) => "brain_note",
+            EngineEvent::Note(..) => "note",
             EngineEvent::BrainDone(..) => "brain_done",
             EngineEvent::SpeechAudio(..) => "speech_audio",
             EngineEvent::SpeechDone(..) => "speech_done",
@@ -224,7 +233,8 @@ impl EngineEvent {
 enum EngineEvent {
     Transcript(TurnId, Result<String, EngineError>),
     BrainText(TurnId, String),
-    BrainNote(&'static str, String),
+    /// A call event from an engine task: a brain's tool call or escalation, a voice fallback.
+    Note(&'static str, String),
     BrainDone(TurnId, Result<Option<Action>, EngineError>),
     SpeechAudio(SegmentId, Vec<i16>),
     SpeechDone(SegmentId, Result<(), EngineError>),
@@ -357,8 +367,14 @@ impl CallTask {
         let (tts_tx, tts_rx) = mpsc::channel(TTS_REQUESTS);
         let (tts_cancelled, cancelled_rx) = watch::channel(-1);
         let tts_task = tokio::spawn(
-            tts_worker(engines.tts.clone(), tts_rx, events_tx.clone(), cancelled_rx)
-                .in_current_span(),
+            tts_worker(
+                engines.tts.clone(),
+                engines.tts_fallback.clone(),
+                tts_rx,
+                events_tx.clone(),
+                cancelled_rx,
+            )
+            .in_current_span(),
         )
         .abort_handle();
         let vad = (engines.vad)();
@@ -587,7 +603,7 @@ impl CallTask {
         let input = match event {
             EngineEvent::Transcript(turn, result) => Input::Transcript { turn, result },
             EngineEvent::BrainText(turn, text) => Input::BrainText { turn, text },
-            EngineEvent::BrainNote(kind, detail) => Input::BrainNote { kind, detail },
+            EngineEvent::Note(kind, detail) => Input::EngineNote { kind, detail },
             EngineEvent::BrainDone(turn, result) => {
                 self.brain_tasks.remove(&turn);
                 Input::BrainDone { turn, result }
@@ -807,7 +823,7 @@ impl CallTask {
                             }
                             Ok(Some(Ok(BrainEvent::Action(a)))) => action = Some(a),
                             Ok(Some(Ok(BrainEvent::Note { kind, detail }))) => {
-                                if tx.send(EngineEvent::BrainNote(kind, detail)).await.is_err() {
+                                if tx.send(EngineEvent::Note(kind, detail)).await.is_err() {
                                     break None;
                                 }
                             }
@@ -906,32 +922,109 @@ fn is_dtmf(c: char) -> bool {
 /// or below the `cancelled` watermark is skipped, and one being synthesised when the watermark
 /// passes it is dropped at once (the engine's pending chunk is not awaited), so the next reply
 /// does not queue behind speech nobody will hear.
+///
+/// A sentence the voice fails on (an error, a panic, no chunk within `TTS_STEP_TIMEOUT`) is
+/// spoken again, whole, by the fallback voice if there is one, and the fallback speaks the rest
+/// of the call: a voice that failed once is likely to fail again, and each failure costs the
+/// caller the timeout in silence. The switch is a call event (`tts_fallback`).
 async fn tts_worker(
-    tts: Arc<dyn TextToSpeech>,
+    primary: Arc<dyn TextToSpeech>,
+    fallback: Option<Arc<dyn TextToSpeech>>,
     mut requests: mpsc::Receiver<(SegmentId, String)>,
     events: mpsc::Sender<EngineEvent>,
     mut cancelled: watch::Receiver<i64>,
 ) {
-    let is_cancelled = |w: &watch::Receiver<i64>, s: SegmentId| i64::from(s.0) <= *w.borrow();
-    let mut resampler = match Resampler::new(tts.sample_rate(), PHONE_RATE) {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "TTS sample rate unsupported");
-            while let Some((segment, _)) = requests.recv().await {
-                let err = Err(EngineError::Unavailable(e.to_string()));
-                let _ = events.send(EngineEvent::SpeechDone(segment, err)).await;
-            }
-            return;
-        }
-    };
+    let mut voice = Voice::new(primary);
+    let mut fallback = fallback.map(Voice::new);
     let mut out = Vec::with_capacity(8_000);
     while let Some((segment, text)) = requests.recv().await {
         if is_cancelled(&cancelled, segment) {
             continue;
         }
-        // A panic in the engine (starting the stream or making a chunk) fails this segment
+        let mut result = match voice
+            .speak(segment, &text, &events, &mut cancelled, &mut out)
+            .await
+        {
+            Some(r) => r,
+            None => return, // The call has ended.
+        };
+        if let Err(e) = &result
+            && !is_cancelled(&cancelled, segment)
+            && let Some(next) = fallback.take()
+        {
+            let note = format!(
+                "{} failed ({e}); {} speaks the rest of the call",
+                voice.tts.name(),
+                next.tts.name()
+            );
+            warn!(%note, "text-to-speech falls back");
+            if events
+                .send(EngineEvent::Note("tts_fallback", note))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            voice = next;
+            result = match voice
+                .speak(segment, &text, &events, &mut cancelled, &mut out)
+                .await
+            {
+                Some(r) => r,
+                None => return,
+            };
+        }
+        if events
+            .send(EngineEvent::SpeechDone(segment, result))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn is_cancelled(w: &watch::Receiver<i64>, s: SegmentId) -> bool {
+    i64::from(s.0) <= *w.borrow()
+}
+
+/// A voice and its resampler to the phone's rate.
+struct Voice {
+    tts: Arc<dyn TextToSpeech>,
+    resampler: Result<Resampler, String>,
+}
+
+impl Voice {
+    fn new(tts: Arc<dyn TextToSpeech>) -> Self {
+        let resampler = Resampler::new(tts.sample_rate(), PHONE_RATE).map_err(|e| e.to_string());
+        Self { tts, resampler }
+    }
+
+    /// Speaks one sentence, streaming its audio as `SpeechAudio` events. `None` when the call
+    /// has ended (nobody to tell); otherwise how the synthesis went. A cancelled sentence stops
+    /// at once and is `Ok`.
+    async fn speak(
+        &mut self,
+        segment: SegmentId,
+        text: &str,
+        events: &mpsc::Sender<EngineEvent>,
+        cancelled: &mut watch::Receiver<i64>,
+        out: &mut Vec<i16>,
+    ) -> Option<Result<(), EngineError>> {
+        let resampler = match self.resampler.as_mut() {
+            Ok(r) => r,
+            Err(e) => {
+                return Some(Err(EngineError::Unavailable(format!(
+                    "TTS sample rate unsupported: {e}"
+                ))));
+            }
+        };
+        resampler.reset();
+        // A panic in the engine (starting the stream or making a chunk) fails this sentence
         // only; the worker goes on with the next.
         let mut result = Ok(());
+        let tts = self.tts.clone();
+        let text = text.to_string();
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| tts.synthesize(text)));
         let mut stream = match started {
             Ok(stream) => Some(stream),
@@ -946,9 +1039,9 @@ async fn tts_worker(
                 biased;
                 changed = cancelled.changed() => {
                     if changed.is_err() {
-                        return; // The call has ended.
+                        return None; // The call has ended.
                     }
-                    if is_cancelled(&cancelled, segment) {
+                    if is_cancelled(cancelled, segment) {
                         break;
                     }
                     continue;
@@ -970,18 +1063,18 @@ async fn tts_worker(
                     break;
                 }
                 Ok(Ok(Some(Ok(samples)))) => {
-                    if is_cancelled(&cancelled, segment) {
+                    if is_cancelled(cancelled, segment) {
                         break;
                     }
                     out.clear();
-                    resampler.process(&samples, &mut out);
+                    resampler.process(&samples, out);
                     if !out.is_empty() {
                         if events
                             .send(EngineEvent::SpeechAudio(segment, out.clone()))
                             .await
                             .is_err()
                         {
-                            return;
+                            return None;
                         }
                         // Let the call task (woken by that send, often on this same worker
                         // thread) put the audio on the wire now, instead of after this loop has
@@ -996,18 +1089,16 @@ async fn tts_worker(
         // Dropped here, mid-chunk if cancelled: the engine stops (or at least we stop waiting).
         drop(stream);
         out.clear();
-        resampler.flush(&mut out);
-        if !out.is_empty() && !is_cancelled(&cancelled, segment) {
-            let _ = events
+        resampler.flush(out);
+        if !out.is_empty()
+            && !is_cancelled(cancelled, segment)
+            && events
                 .send(EngineEvent::SpeechAudio(segment, out.clone()))
-                .await;
-        }
-        if events
-            .send(EngineEvent::SpeechDone(segment, result))
-            .await
-            .is_err()
+                .await
+                .is_err()
         {
-            return;
+            return None;
         }
+        Some(result)
     }
 }

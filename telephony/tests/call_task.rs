@@ -127,6 +127,7 @@ fn engines(brain: Arc<dyn Brain>) -> CallEngines {
         brain,
         // 100 ms chunks: one sentence of ~7 s is ~70 chunks, more than the 64-event channel.
         tts: Arc::new(ToneTts::new(16_000, 440.0)),
+        tts_fallback: None,
         stt_permits: Arc::new(Semaphore::new(1)),
         vad: Arc::new(|| Box::new(EnergyVad::new(-40.0))),
     }
@@ -314,6 +315,7 @@ fn tone_engines(stt: Arc<dyn SpeechToText>, brain: Arc<dyn Brain>, permits: usiz
         stt,
         brain,
         tts: Arc::new(ToneTts::new(16_000, 440.0)),
+        tts_fallback: None,
         stt_permits: Arc::new(Semaphore::new(permits)),
         vad: Arc::new(|| Box::new(EnergyVad::new(-40.0))),
     }
@@ -587,15 +589,15 @@ async fn a_panicking_synthesis_is_an_error_and_the_next_reply_is_heard() {
     assert!(heard.iter().any(|&t| t > 2_000), "the reply was not heard");
 }
 
-/// Text-to-speech that takes [`SLOW_CHUNK`] to make each 4 s chunk (slower than real time, within
-/// the 10 s step timeout), and logs what it starts, makes and drops.
+/// Text-to-speech that takes [`SLOW_CHUNK`] to make each 2 s chunk (slower than real time, within
+/// the 5 s step timeout), and logs what it starts, makes and drops.
 #[derive(Debug, Default)]
 struct SlowTts {
     log: Arc<Mutex<Vec<String>>>,
 }
 
 /// How long [`SlowTts`] takes per chunk.
-const SLOW_CHUNK: Duration = Duration::from_secs(8);
+const SLOW_CHUNK: Duration = Duration::from_secs(4);
 
 /// Logs how a [`SlowTts`] stream ended when it is dropped.
 struct DropLog {
@@ -643,7 +645,7 @@ impl TextToSpeech for SlowTts {
                     tokio::time::sleep(SLOW_CHUNK).await;
                     making.store(false, Ordering::SeqCst);
                     log.lock().unwrap().push(format!("made chunk {i}: {text}"));
-                    Ok(vec![4_000i16; 4 * PHONE_RATE as usize])
+                    Ok(vec![4_000i16; 2 * PHONE_RATE as usize])
                 }
             })
             // The closure owns the guard, so it logs when the stream is dropped.
@@ -657,9 +659,9 @@ impl TextToSpeech for SlowTts {
 
 #[tokio::test(start_paused = true)]
 async fn barge_in_frees_the_voice_for_the_next_reply_at_once() {
-    // The greeting is two sentences, so two segments: the first (one chunk) plays from 8 s;
-    // the second's only chunk is being made from 8 s to 16 s. The caller cuts in at 9 s and
-    // the reply is asked for about a second later.
+    // The greeting is two sentences, so two segments: the first (one chunk) plays from 4 s to
+    // 6 s; the second's only chunk is being made from 4 s to 8 s. The caller cuts in at 4.5 s
+    // and the reply is asked for about a second later, before that chunk is done.
     let first = "Hello, thank you for calling the clinic.";
     let second = "This second sentence takes a slow chunk to say.";
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -674,7 +676,7 @@ async fn barge_in_frees_the_voice_for_the_next_reply_at_once() {
     );
     engines.tts = Arc::new(SlowTts { log: log.clone() });
     let (in_tx, out_rx, task) = start_call_with(engines, hooks.clone()).await;
-    let (heard, end) = play_caller(in_tx, out_rx, task, &[(9_000, 10_000)], 30_000).await;
+    let (heard, end) = play_caller(in_tx, out_rx, task, &[(4_500, 5_300)], 30_000).await;
     assert_eq!(end.reason, "caller_hung_up");
     let log = log.lock().unwrap();
     assert!(log.contains(&format!("made chunk 0: {first}")), "{log:?}");
@@ -698,4 +700,110 @@ async fn barge_in_frees_the_voice_for_the_next_reply_at_once() {
         "the greeting was not cut off: {turns:?}"
     );
     assert!(heard.iter().any(|&t| t > 10_000), "the reply was not heard");
+}
+
+/// A voice that logs each sentence it is asked for (`"{name}: {text}"`) and, on sentences
+/// containing `hang_on`, never makes a chunk.
+#[derive(Debug)]
+struct LoggedVoice {
+    name: &'static str,
+    hang_on: Option<&'static str>,
+    log: Arc<Mutex<Vec<String>>>,
+    tone: ToneTts,
+}
+
+impl TextToSpeech for LoggedVoice {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn sample_rate(&self) -> u32 {
+        self.tone.sample_rate()
+    }
+    fn synthesize(&self, text: String) -> BoxStream<'static, Result<Vec<i16>, EngineError>> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}: {text}", self.name));
+        if self.hang_on.is_some_and(|h| text.contains(h)) {
+            return stream::pending().boxed();
+        }
+        self.tone.synthesize(text)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sentence_the_voice_hangs_on_is_spoken_by_the_fallback_which_keeps_the_call() {
+    let hooks = Arc::new(Hooks::default());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut engines = tone_engines(
+        Arc::new(ScriptedStt::new(["hello there", "and again"])),
+        Arc::new(EchoBrain::default()),
+        1,
+    );
+    engines.tts = Arc::new(LoggedVoice {
+        name: "primary",
+        hang_on: Some("hello there"),
+        log: log.clone(),
+        tone: ToneTts::default(),
+    });
+    engines.tts_fallback = Some(Arc::new(LoggedVoice {
+        name: "fallback",
+        hang_on: None,
+        log: log.clone(),
+        tone: ToneTts::default(),
+    }));
+    let (in_tx, out_rx, task) = start_call_with(engines, hooks.clone()).await;
+    let (heard, end) = play_caller(
+        in_tx,
+        out_rx,
+        task,
+        &[(1_000, 2_000), (14_000, 15_000)],
+        25_000,
+    )
+    .await;
+    assert_eq!(end.reason, "caller_hung_up");
+    let log = log.lock().unwrap().clone();
+    let voices: Vec<&str> = log.iter().map(|l| l.split(':').next().unwrap()).collect();
+    // The greeting by the primary; the sentence it hung on, again by the fallback; and from
+    // then on only the fallback.
+    assert_eq!(voices[0], "primary", "{log:?}");
+    let hung = log
+        .iter()
+        .position(|l| l.starts_with("primary") && l.contains("hello there"))
+        .unwrap_or_else(|| panic!("{log:?}"));
+    assert!(
+        log[hung + 1].starts_with("fallback") && log[hung + 1].contains("hello there"),
+        "{log:?}"
+    );
+    assert!(
+        voices[hung + 1..].iter().all(|v| *v == "fallback"),
+        "the primary was asked again after it failed: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("fallback") && l.contains("and again"))
+    );
+    let events = hooks.events.lock().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(e, _)| e.kind == "tts_fallback" && e.detail.contains("timed out")),
+        "{events:?}"
+    );
+    // The reply was heard in full: the caller waited the 5 s step timeout, not forever.
+    let turns = hooks.turns.lock().unwrap();
+    let reply = turns
+        .iter()
+        .find(|t| t.role == Role::Agent && t.text.contains("hello there"))
+        .unwrap_or_else(|| panic!("{turns:?}"));
+    assert_eq!(
+        reply.heard.as_deref(),
+        Some(reply.text.as_str()),
+        "{reply:?}"
+    );
+    let first_after = heard.iter().copied().find(|&t| t > 2_000).unwrap();
+    assert!(
+        first_after < 2_000 + 1_500 + 5_000 + 1_000,
+        "the reply began at {first_after} ms"
+    );
 }
