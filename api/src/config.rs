@@ -28,6 +28,11 @@ pub enum BrainChoice {
     Shared,
 }
 
+/// Concurrent offline calls one core sustains (Whisper base + Piper, the receptionist): 8 calls
+/// on 2 cores keep voice-to-voice p50 at 1.3–1.7 s, 10 reach 1.5–1.8 s and 12 fall behind
+/// (2.8–3 s, turns queueing for the CPU), measured with `voxanne load --spoken`.
+pub const CALLS_PER_CORE: usize = 4;
+
 /// Server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -49,9 +54,14 @@ pub struct Config {
     pub engines: EngineChoice,
     /// `VOXANNE_BRAIN`: `receptionist` (default) or `echo` (with the test engines only).
     pub brain: BrainChoice,
-    /// `VOXANNE_MAX_CALLS`: concurrent calls accepted; more get a polite busy message.
-    /// Default 100.
+    /// `VOXANNE_MAX_CALLS`: concurrent calls accepted; more get a polite busy message. Default:
+    /// with the embedded engines, [`CALLS_PER_CORE`] per core (what the cores sustain: beyond
+    /// it every call's replies slow down together); with the test engines, 100.
     pub max_calls: usize,
+    /// `VOXANNE_MAX_CALLS_PER_NUMBER`: concurrent calls to one of our numbers (one clinic's
+    /// line), so one clinic's lunchtime burst cannot take every slot of a shared server.
+    /// Default: no limit beyond `max_calls`.
+    pub max_calls_per_number: Option<usize>,
     /// `VOXANNE_STT_CONCURRENCY`: concurrent speech-to-text decodes across all calls. Default:
     /// the number of cores.
     pub stt_concurrency: usize,
@@ -210,7 +220,17 @@ impl Config {
                     }
                 },
             },
-            max_calls: number("VOXANNE_MAX_CALLS", 100)?,
+            max_calls: number(
+                "VOXANNE_MAX_CALLS",
+                match engines {
+                    EngineChoice::Embedded => CALLS_PER_CORE * cores,
+                    EngineChoice::Test => 100,
+                },
+            )?,
+            max_calls_per_number: match nonempty("VOXANNE_MAX_CALLS_PER_NUMBER") {
+                None => None,
+                Some(_) => Some(number("VOXANNE_MAX_CALLS_PER_NUMBER", 1)?),
+            },
             stt_concurrency: number("VOXANNE_STT_CONCURRENCY", cores)?,
             test_transcripts: nonempty("VOXANNE_TEST_TRANSCRIPTS")
                 .map(|v| v.split('|').map(|l| l.trim().to_string()).collect()),
@@ -324,5 +344,28 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("VOXANNE_PUBLIC_URL"));
+        let e = config(&[
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("VOXANNE_MAX_CALLS_PER_NUMBER", "none"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("VOXANNE_MAX_CALLS_PER_NUMBER"));
+    }
+
+    #[test]
+    fn the_call_limit_follows_the_cores_with_the_embedded_engines() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let c = config(&[("TWILIO_AUTH_TOKEN", "t")]).unwrap();
+        assert_eq!(c.max_calls, CALLS_PER_CORE * cores);
+        assert_eq!(c.max_calls_per_number, None);
+        let c = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_ENGINES", "test")]).unwrap();
+        assert_eq!(c.max_calls, 100);
+        let c = config(&[
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("VOXANNE_MAX_CALLS", "12"),
+            ("VOXANNE_MAX_CALLS_PER_NUMBER", "5"),
+        ])
+        .unwrap();
+        assert_eq!((c.max_calls, c.max_calls_per_number), (12, Some(5)));
     }
 }

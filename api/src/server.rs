@@ -77,6 +77,12 @@ struct Inner {
     /// What the voice webhook learnt of each call (caller ID, direction, a reminder's
     /// appointment), until its media stream starts and builds the call's receptionist.
     pending_calls: Mutex<HashMap<String, (CallMeta, Instant)>>,
+    /// Calls in progress on each of our numbers (streams that started), for
+    /// `max_calls_per_number`.
+    number_calls: Mutex<HashMap<String, usize>>,
+    /// Which organisation and assistant answer each of our numbers, as last looked up: the
+    /// voice webhook answers from it when the database is slow or down.
+    numbers: Mutex<HashMap<String, (OrgId, AssistantId)>>,
     /// The last clinic loaded for each organisation: a call whose clinic cannot be loaded
     /// (database slow or down at setup) is answered with this instead of silence.
     clinics: Mutex<HashMap<OrgId, LoadedClinic>>,
@@ -88,6 +94,8 @@ struct Inner {
 /// A call as its voice webhook described it.
 #[derive(Debug, Clone, Default)]
 struct CallMeta {
+    /// Our number: the clinic's line the call is on.
+    number: String,
     from: String,
     /// The appointment an outbound reminder call is about.
     appointment: Option<String>,
@@ -96,6 +104,17 @@ struct CallMeta {
 /// How long an unclaimed webhook's call details are kept: Twilio opens the stream within
 /// seconds of our TwiML.
 const PENDING_CALL_TTL: Duration = Duration::from_secs(120);
+
+/// A webhook answered this recently whose stream has not started yet holds a place under the
+/// call limits, so a burst of calls cannot all pass the check before any stream takes its slot.
+/// Twilio opens the stream within a second or two of our TwiML; 15 s covers a slow network,
+/// and a caller who hung up before it opened frees the place after that.
+const PENDING_HOLDS_PLACE: Duration = Duration::from_secs(15);
+
+/// Longest the voice webhook waits for the database to say which clinic a number belongs to:
+/// past it the last answer for that number is used (or the default organisation), so a slow
+/// database never makes Twilio's webhook time out on a ringing caller.
+const NUMBER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Longest call setup waits to recognise a returning caller before greeting: past it the
 /// generic greeting is said and the caller is looked up on their first turn.
@@ -178,6 +197,8 @@ pub struct Metrics {
     pub calls_started: AtomicU64,
     pub calls_ended: AtomicU64,
     pub calls_rejected_busy: AtomicU64,
+    /// Calls declined because their number had `max_calls_per_number` calls.
+    pub calls_rejected_number_busy: AtomicU64,
     pub webhooks_forbidden: AtomicU64,
     /// Transfers a brain asked for to a number other than the clinic's transfer number.
     pub transfers_refused: AtomicU64,
@@ -194,6 +215,7 @@ impl Default for Metrics {
             calls_started: AtomicU64::new(0),
             calls_ended: AtomicU64::new(0),
             calls_rejected_busy: AtomicU64::new(0),
+            calls_rejected_number_busy: AtomicU64::new(0),
             webhooks_forbidden: AtomicU64::new(0),
             transfers_refused: AtomicU64::new(0),
             malformed_messages: AtomicU64::new(0),
@@ -232,6 +254,8 @@ impl AppState {
                 streams: Mutex::new(StreamRegistry::default()),
                 transfers: Mutex::new(HashMap::new()),
                 pending_calls: Mutex::new(HashMap::new()),
+                number_calls: Mutex::new(HashMap::new()),
+                numbers: Mutex::new(HashMap::new()),
                 clinics: Mutex::new(HashMap::new()),
                 embedder,
             }),
@@ -350,15 +374,72 @@ impl AppState {
         )
     }
 
-    async fn resolve(&self, to: &str) -> (OrgId, AssistantId) {
-        match self.inner.store.resolve_number(to).await {
-            Ok(Some(found)) => found,
-            Ok(None) => self.inner.default_org,
-            Err(e) => {
-                warn!(error = %e, "number lookup failed; answering with the default assistant");
-                self.inner.default_org
+    /// Which organisation and assistant answer `number`, within [`NUMBER_LOOKUP_TIMEOUT`];
+    /// when the database fails or is slow, the last answer for it (or the default).
+    async fn resolve(&self, number: &str) -> (OrgId, AssistantId) {
+        let cached = || {
+            self.inner
+                .numbers
+                .lock()
+                .ok()
+                .and_then(|n| n.get(number).copied())
+        };
+        let found = match tokio::time::timeout(
+            NUMBER_LOOKUP_TIMEOUT,
+            self.inner.store.resolve_number(number),
+        )
+        .await
+        {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                let found = cached();
+                warn!(error = %e, cached = found.is_some(), "number lookup failed; answering from the last look-up");
+                return found.unwrap_or(self.inner.default_org);
+            }
+            Err(_) => {
+                let found = cached();
+                warn!(
+                    cached = found.is_some(),
+                    "number lookup timed out; answering from the last look-up"
+                );
+                return found.unwrap_or(self.inner.default_org);
+            }
+        };
+        let answer = found.unwrap_or(self.inner.default_org);
+        if let Ok(mut n) = self.inner.numbers.lock() {
+            // Bounded by the numbers that exist (unknown numbers are not cached); a clinic
+            // server has a handful.
+            if found.is_some() {
+                n.insert(number.to_string(), answer);
+            } else {
+                n.remove(number);
             }
         }
+        answer
+    }
+
+    /// Why a new call on `number` should hear the busy message, if it should: counting calls
+    /// in progress and webhooks answered in the last [`PENDING_HOLDS_PLACE`] whose streams
+    /// have not started.
+    fn at_capacity(&self, number: &str) -> Option<&'static str> {
+        let (pending, pending_here) = self.inner.pending_calls.lock().map_or((0, 0), |p| {
+            let recent = p
+                .values()
+                .filter(|(_, at)| at.elapsed() < PENDING_HOLDS_PLACE);
+            recent.fold((0, 0), |(all, here), (meta, _)| {
+                (all + 1, here + usize::from(meta.number == number))
+            })
+        });
+        if self.active_calls() + pending >= self.inner.config.max_calls {
+            return Some("server");
+        }
+        let limit = self.inner.config.max_calls_per_number?;
+        let active_here = self
+            .inner
+            .number_calls
+            .lock()
+            .map_or(0, |n| n.get(number).copied().unwrap_or(0));
+        (active_here + pending_here >= limit).then_some("number")
     }
 }
 
@@ -432,22 +513,23 @@ async fn voice_webhook(
     verify_signature(&state, &uri, &headers, &params)?;
     let hook =
         VoiceWebhook::from_params(&params).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    if state.inner.call_slots.available_permits() == 0 {
-        state
-            .metrics()
-            .calls_rejected_busy
-            .fetch_add(1, Ordering::Relaxed);
-        warn!(call_sid = %hook.call_sid, "at capacity; call declined");
-        return Ok(xml(twiml::say_and_hang_up(
-            "Sorry, all our lines are busy right now. Please call again in a few minutes.",
-        )));
-    }
     // Our number is `To` on inbound calls and `From` on calls we place.
     let ours = if hook.direction.starts_with("outbound") {
         &hook.from
     } else {
         &hook.to
     };
+    if let Some(scope) = state.at_capacity(ours) {
+        let counter = match scope {
+            "number" => &state.metrics().calls_rejected_number_busy,
+            _ => &state.metrics().calls_rejected_busy,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        warn!(call_sid = %hook.call_sid, limit = scope, "at capacity; call declined");
+        return Ok(xml(twiml::say_and_hang_up(
+            "Sorry, all our lines are busy right now. Please call again in a few minutes.",
+        )));
+    }
     let (org, assistant) = state.resolve(ours).await;
     state.queue().submit(WriteOp::CallStarted {
         org,
@@ -477,6 +559,7 @@ async fn voice_webhook(
             hook.call_sid.clone(),
             (
                 CallMeta {
+                    number: ours.clone(),
                     from: if hook.direction.starts_with("outbound") {
                         hook.to.clone()
                     } else {
@@ -664,6 +747,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             load(&m.calls_rejected_busy),
         ),
         (
+            "voxanne_calls_rejected_number_busy_total",
+            "Calls declined because their number was at VOXANNE_MAX_CALLS_PER_NUMBER.",
+            load(&m.calls_rejected_number_busy),
+        ),
+        (
             "voxanne_webhooks_forbidden_total",
             "Webhooks and streams with a bad signature.",
             load(&m.webhooks_forbidden),
@@ -708,6 +796,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "# HELP voxanne_active_calls Calls in progress.\n# TYPE voxanne_active_calls gauge\nvoxanne_active_calls {}\n",
         state.active_calls()
     ));
+    out.push_str(&format!(
+        "# HELP voxanne_max_calls Concurrent calls accepted (VOXANNE_MAX_CALLS).\n# TYPE voxanne_max_calls gauge\nvoxanne_max_calls {}\n",
+        state.config().max_calls
+    ));
+    if let Some(limit) = state.config().max_calls_per_number {
+        out.push_str(&format!(
+            "# HELP voxanne_max_calls_per_number Concurrent calls accepted on one number (VOXANNE_MAX_CALLS_PER_NUMBER).\n# TYPE voxanne_max_calls_per_number gauge\nvoxanne_max_calls_per_number {limit}\n"
+        ));
+    }
     if let Ok(h) = m.reply_latency_us.lock() {
         out.push_str("# HELP voxanne_reply_latency_seconds Endpoint decision to first reply frame sent.\n# TYPE voxanne_reply_latency_seconds summary\n");
         for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
@@ -762,6 +859,8 @@ struct ApiHooks {
 #[derive(Default)]
 struct Held {
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Our number this call is counted against (`number_calls`).
+    number: Option<String>,
     stream: Option<(AppState, String)>,
     /// The clinic's `transfer_number`: the only number this call may be transferred to.
     transfer_number: Option<String>,
@@ -769,6 +868,15 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        if let (Some(number), Some((state, _))) = (self.number.take(), self.stream.as_ref())
+            && let Ok(mut calls) = state.inner.number_calls.lock()
+            && let Some(n) = calls.get_mut(&number)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                calls.remove(&number);
+            }
+        }
         if let Some((state, sid)) = self.stream.take() {
             // A poisoned lock still holds a usable registry; never leave a CallSid claimed.
             let mut streams = state
@@ -889,6 +997,15 @@ impl CallHooks for ApiHooks {
                 .and_then(|mut p| p.remove(&start.call_sid))
                 .map(|(m, _)| m)
                 .unwrap_or_default();
+            if !meta.number.is_empty()
+                && let Ok(mut h) = held.lock()
+                && h.stream.is_some()
+            {
+                if let Ok(mut calls) = state.inner.number_calls.lock() {
+                    *calls.entry(meta.number.clone()).or_default() += 1;
+                }
+                h.number = Some(meta.number.clone());
+            }
             let session = state
                 .receptionist_for(&loaded, &start.call_sid, &meta)
                 .await;

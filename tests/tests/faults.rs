@@ -1,5 +1,6 @@
 //! End to end, when something goes wrong: a replayed media stream, a database that is slow or
-//! down while calls are set up, and what `/health` tells the world about it.
+//! down while calls are set up, more calls than the limits allow, and what `/health` and
+//! `/metrics` tell the world about it.
 
 mod common;
 
@@ -222,9 +223,10 @@ async fn a_replayed_stream_for_a_finished_call_is_refused_and_its_recording_kept
     server.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Postgres tables call setup reads (assistant, clinic and knowledge, the caller's contact and
-/// appointments) and the write queue writes: locked, every query on them waits.
-const LOCKED_TABLES: &str = "assistants, clinics, knowledge_chunks, contacts, appointments, calls, turns, call_events, recordings";
+/// Postgres tables the voice webhook reads (which clinic a number is), call setup reads
+/// (assistant, clinic and knowledge, the caller's contact and appointments) and the write queue
+/// writes: locked, every query on them waits.
+const LOCKED_TABLES: &str = "phone_numbers, assistants, clinics, knowledge_chunks, contacts, appointments, calls, turns, call_events, recordings";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_set_up_while_the_database_hangs_is_greeted_and_recorded_later() {
@@ -326,4 +328,166 @@ async fn health_says_the_database_is_down_without_the_drivers_error() {
     );
     assert!(!body.contains("error"), "{body}");
     server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A caller who says one line and hangs up 4 s after the answer: a call that stays up for
+/// several seconds.
+fn short_call(server: &api::Server, to: &str) -> (api::caller::CallerConfig, Vec<Line>) {
+    let mut config = caller(server);
+    config.to = to.into();
+    config.hang_up_after = Duration::from_secs(4);
+    let script = vec![Line::Speak {
+        audio: testsignal::voice(PHONE_RATE, 800, 53),
+        start: LineStart::AfterAgent {
+            pause: Duration::from_millis(300),
+        },
+    }];
+    (config, script)
+}
+
+/// Waits (bounded) until `n` calls are in progress.
+async fn active_calls_reach(server: &api::Server, n: usize) {
+    for _ in 0..200 {
+        if server.state.active_calls() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("only {} calls became active", server.state.active_calls());
+}
+
+/// The value of an unlabelled metric in `/metrics`.
+async fn metric(server: &api::Server, name: &str) -> f64 {
+    let body = reqwest::get(format!("{}/metrics", base_url(server)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Asserts that placing this call got the busy message (a `<Say>` and `<Hangup/>`, no stream).
+async fn assert_busy(config: &api::caller::CallerConfig, script: &[Line]) {
+    match place_call(config, script).await {
+        Err(api::caller::CallerError::Twiml(twiml)) => {
+            assert!(twiml.contains("lines are busy"), "{twiml}");
+            assert!(twiml.contains("<Hangup/>"), "{twiml}");
+        }
+        other => panic!("expected the busy message, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_limits_hear_the_busy_message_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(config(
+        dir.path(),
+        None,
+        &[
+            ("VOXANNE_MAX_CALLS", "3"),
+            ("VOXANNE_MAX_CALLS_PER_NUMBER", "2"),
+        ],
+    ))
+    .await;
+    assert_eq!(metric(&server, "voxanne_max_calls").await, 3.0);
+    assert_eq!(metric(&server, "voxanne_max_calls_per_number").await, 2.0);
+    let (a, script) = short_call(&server, "+15550100201");
+    let (b, _) = short_call(&server, "+15550100202");
+    let (c, _) = short_call(&server, "+15550100203");
+    let place = |mut config: api::caller::CallerConfig| {
+        config.call_sid = api::caller::new_sid("CA");
+        let script = script.clone();
+        tokio::spawn(async move { place_call(&config, &script).await })
+    };
+    // Two calls on number A: its limit.
+    let first = [place(a.clone()), place(a.clone())];
+    active_calls_reach(&server, 2).await;
+    let mut third = a.clone();
+    third.call_sid = api::caller::new_sid("CA");
+    assert_busy(&third, &script).await;
+    // Number B still has room, and takes the server's last slot.
+    let on_b = place(b.clone());
+    active_calls_reach(&server, 3).await;
+    // Now the server is full for every number.
+    let mut on_c = c.clone();
+    on_c.call_sid = api::caller::new_sid("CA");
+    assert_busy(&on_c, &script).await;
+    assert_eq!(
+        metric(&server, "voxanne_calls_rejected_number_busy_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&server, "voxanne_calls_rejected_busy_total").await,
+        1.0
+    );
+    // The accepted calls were answered as usual.
+    for call in first.into_iter().chain([on_b]) {
+        let report = call.await.unwrap().expect("an accepted call");
+        assert!(
+            report.first_audio_after_line[0].is_some(),
+            "the accepted call's line was answered"
+        );
+    }
+    calls_finished(&server).await;
+    // A burst: webhooks answered whose streams have not started yet hold their places, so the
+    // third of three simultaneous calls on one number is declined before any stream exists.
+    let d = "+15550100204";
+    assert!(voice_webhook(&server, d).await.contains("<Connect"));
+    assert!(voice_webhook(&server, d).await.contains("<Connect"));
+    assert!(voice_webhook(&server, d).await.contains("lines are busy"));
+    assert_eq!(
+        metric(&server, "voxanne_calls_rejected_number_busy_total").await,
+        2.0
+    );
+    // With the calls over, number A takes calls again (two places are held by D's webhooks,
+    // one is free).
+    let mut again = a.clone();
+    again.call_sid = api::caller::new_sid("CA");
+    let report = place_call(&again, &script)
+        .await
+        .expect("a call after the burst");
+    assert!(report.first_audio_after_line[0].is_some());
+    assert_eq!(
+        metric(&server, "voxanne_calls_rejected_busy_total").await,
+        1.0
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Posts Twilio's voice webhook for a new inbound call to `to` (signed), without opening the
+/// stream the answer points to; returns the TwiML.
+async fn voice_webhook(server: &api::Server, to: &str) -> String {
+    let sid = api::caller::new_sid("CA");
+    let params: Vec<(String, String)> = [
+        ("AccountSid", "AC00000000000000000000000000000000"),
+        ("CallSid", sid.as_str()),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("From", "+15550100001"),
+        ("To", to),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let url = format!("{}/twilio/voice", base_url(server));
+    let signature = telephony::signature::compute(AUTH_TOKEN, &url, &params);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter())
+        .finish();
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("X-Twilio-Signature", signature)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
 }
