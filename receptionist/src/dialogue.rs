@@ -816,11 +816,13 @@ impl Dialogue<'_> {
         let Some(slot) = state.form.chosen else {
             return;
         };
+        let at = speak::time(slot.start.time(), true);
         let when = format!(
-            "{} at {}",
-            speak::date(slot.start.date(), self.now.date()),
-            speak::time(slot.start.time(), true)
+            "{} at {at}",
+            speak::date(slot.start.date(), self.now.date())
         );
+        // "move it to Friday the 11th…", not "to on Friday".
+        let to_when = format!("{} at {at}", speak::day(slot.start.date(), self.now.date()));
         if state.task == Task::Reschedule {
             let target = state
                 .target
@@ -828,7 +830,7 @@ impl Dialogue<'_> {
                 .map(|t| t.service.to_lowercase())
                 .unwrap_or_default();
             reply.say(format!(
-                "So I'll move your {target} to {when}. Is that right?"
+                "So I'll move your {target} to {to_when}. Is that right?"
             ));
         } else {
             let who = state.form.name.clone().unwrap_or_default();
@@ -951,7 +953,7 @@ impl Dialogue<'_> {
             state.form.chosen = Some(offer[0]);
             reply.say(format!(
                 "Yes, {} at {} is free.",
-                speak::date(offer[0].start.date(), today),
+                speak::day(offer[0].start.date(), today),
                 speak::time(offer[0].start.time(), true)
             ));
             return Box::pin(self.advance(state, reply)).await;
@@ -993,9 +995,9 @@ impl Dialogue<'_> {
                     .is_some_and(|n| same_day && period(n.start.time()) == period(s.start.time()));
                 let t = speak::time(s.start.time(), !shares_next);
                 if same_day && i > 0 {
-                    format!("at {t}")
+                    t
                 } else {
-                    format!("{} at {t}", speak::date(s.start.date(), today))
+                    format!("{} at {t}", speak::day(s.start.date(), today))
                 }
             })
             .collect()

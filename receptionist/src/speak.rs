@@ -160,6 +160,16 @@ pub fn date(d: NaiveDate, today: NaiveDate) -> String {
     }
 }
 
+/// A day as the object of a sentence: "today", "tomorrow", "Monday the 7th of December" ("I
+/// have Monday the 7th…", "move it to tomorrow…"), where [`date`] is an adverbial ("booked on
+/// Monday the 7th…").
+pub fn day(d: NaiveDate, today: NaiveDate) -> String {
+    match (d - today).num_days() {
+        0 | 1 => date(d, today),
+        _ => date_plain(d),
+    }
+}
+
 /// A date without "on": "Friday the 11th of December".
 pub fn date_plain(d: NaiveDate) -> String {
     format!(

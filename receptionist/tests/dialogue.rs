@@ -32,6 +32,14 @@ async fn a_booking_by_conversation_lands_with_service_day_time_name_and_number()
         "two slots offered: {}",
         c.dump()
     );
+    // Said as a person says it: "I have Thursday the 3rd of December at two or half past
+    // three", not "I have on Thursday…, or at half past three".
+    assert!(
+        said(&r).contains("I have Thursday the 3rd of December at ")
+            && !said(&r).contains(" or at "),
+        "{}",
+        c.dump()
+    );
     let r = c.say("the first one").await;
     assert!(said(&r).contains("name"), "{}", c.dump());
     let r = c.say("It's Gareth Jones.").await;
@@ -287,6 +295,7 @@ async fn a_returning_caller_moves_an_appointment_without_re_asking() {
     );
     let r = c.say("the first one").await;
     assert!(said(&r).contains("move your check-up"), "{}", c.dump());
+    assert!(!said(&r).contains(" to on "), "{}", c.dump());
     let r = c.say("yes").await;
     assert!(said(&r).contains("Done"), "{}", c.dump());
     let booked = c.tools.booked();

@@ -212,10 +212,7 @@ async fn a_conversation_books_into_the_database(backend: Backend) {
         .say("I need to move my Thursday appointment to Friday at 10")
         .await;
     let s = r.say.join(" ");
-    assert!(
-        s.contains("move your cleaning to on Friday") || s.contains("Friday the 4th"),
-        "{s}"
-    );
+    assert!(s.contains("move your cleaning to Friday the 4th"), "{s}");
     let r = chat.say("yes").await;
     assert!(r.say.join(" ").contains("Done"), "{:?}", r.say);
     let upcoming = store

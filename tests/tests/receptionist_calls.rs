@@ -423,11 +423,11 @@ async fn booked(rig: &Rig) -> Vec<storage::Appointment> {
         .collect()
 }
 
-/// Words said aloud for clinic-local `start`, as the receptionist says them: ("on Monday the
-/// 7th of December", "half past eight").
+/// Words said aloud for clinic-local `start`, as the receptionist offers them: ("Monday the 7th
+/// of December", "half past eight"); the read-back says "on" before the same words.
 fn said_as(start: NaiveDateTime, today: NaiveDate) -> (String, String) {
     (
-        speak::date(start.date(), today),
+        speak::day(start.date(), today),
         speak::time(start.time(), false),
     )
 }
