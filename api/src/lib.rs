@@ -76,6 +76,7 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
     info!(%addr, public_url = %config.public_url, backend = store.backend(), "voxanne listening");
     let embedder = load_embedder(&config)?;
     let state = AppState::new(config, store, queue, engines, default_org, embedder);
+    state.warm_caches().await;
     let shutdown = CancellationToken::new();
     let app = server::router(state.clone());
     let token = shutdown.clone();

@@ -374,6 +374,32 @@ impl AppState {
         )
     }
 
+    /// Loads the routing table and every routed organisation's clinic into memory, so a
+    /// database that goes down later still has calls answered by the right clinic's greeting
+    /// (from these copies) rather than the default. Failures are logged: the caches then fill
+    /// call by call.
+    pub async fn warm_caches(&self) {
+        let numbers = match self.inner.store.list_numbers().await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "cannot load the routing table; numbers are looked up per call");
+                return;
+            }
+        };
+        let mut orgs: Vec<OrgId> = numbers.iter().map(|(_, org, _)| *org).collect();
+        if let Ok(mut cache) = self.inner.numbers.lock() {
+            for (number, org, assistant) in numbers {
+                cache.insert(number, (org, assistant));
+            }
+        }
+        orgs.push(self.inner.default_org.0);
+        orgs.sort_by_key(|o| o.to_string());
+        orgs.dedup();
+        for org in orgs {
+            self.clinic_for(org).await;
+        }
+    }
+
     /// Which organisation and assistant answer `number`, within [`NUMBER_LOOKUP_TIMEOUT`];
     /// when the database fails or is slow, the last answer for it (or the default).
     async fn resolve(&self, number: &str) -> (OrgId, AssistantId) {

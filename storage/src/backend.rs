@@ -123,6 +123,15 @@ pub(super) async fn assign_number(
     }
 }
 
+// The routing table (like `resolve_number`, a tenant lookup): which org answers each number.
+pub(super) async fn list_numbers(
+    pool: &DbPool,
+) -> Result<Vec<(String, OrgId, AssistantId)>, StoreError> {
+    Ok(sqlx::query_as("SELECT e164, org_id, assistant_id FROM phone_numbers ORDER BY e164")
+        .fetch_all(pool)
+        .await?)
+}
+
 pub(super) async fn resolve_number(
     pool: &DbPool,
     e164: &str,

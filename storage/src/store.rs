@@ -273,6 +273,12 @@ impl Store {
         dispatch_write!(self, assign_number(org, assistant, e164, Utc::now()))
     }
 
+    /// Every number and the org/assistant that answers it: the routing table, which the server
+    /// keeps in memory so calls are routed while the database is down.
+    pub async fn list_numbers(&self) -> Result<Vec<(String, OrgId, AssistantId)>, StoreError> {
+        dispatch!(self, list_numbers())
+    }
+
     /// Which org/assistant answers calls to this number (Twilio's `To`).
     pub async fn resolve_number(
         &self,

@@ -491,3 +491,82 @@ async fn voice_webhook(server: &api::Server, to: &str) -> String {
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_while_the_database_is_down_is_answered_by_its_clinic_and_stored_when_it_returns() {
+    let cluster = storage::testing::PgCluster::start_local(Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster.create_database().await;
+    // The clinic is applied while the database is up, then the server restarts: what it knows
+    // of the clinic comes from start-up, not from an earlier call.
+    let server = start_with(config(dir.path(), Some(url.clone()), &[])).await;
+    let file = api::clinic::read_file(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/bright-smile.toml"),
+    )
+    .unwrap();
+    // Knowledge needs the embedding model, which this test (test engines) does without.
+    let file = receptionist::clinic::ClinicFile {
+        knowledge: Vec::new(),
+        ..file
+    };
+    let greeting = file
+        .clinic
+        .greeting
+        .clone()
+        .expect("the example has a greeting");
+    let number = file.clinic.numbers[0].clone();
+    let summary = api::clinic::apply(server.state.store(), file, None)
+        .await
+        .unwrap();
+    server.shutdown(Duration::from_secs(5)).await;
+    let server = start_with(config(dir.path(), Some(url), &[])).await;
+
+    tokio::task::block_in_place(|| cluster.stop());
+    let mut call = caller(&server);
+    call.to = number;
+    let script = vec![Line::Speak {
+        audio: testsignal::voice(PHONE_RATE, 1_000, 54),
+        start: LineStart::AfterAgent {
+            pause: Duration::from_millis(400),
+        },
+    }];
+    let report = place_call(&call, &script)
+        .await
+        .expect("the call is answered while the database is down");
+    assert_eq!(
+        org_of(&report),
+        summary.org,
+        "routed to the clinic that owns the number"
+    );
+    let first_voice = report.heard.iter().position(|s| s.unsigned_abs() > 64);
+    assert!(first_voice.is_some(), "the caller heard nothing");
+    assert!(
+        report.first_audio_after_line[0].is_some(),
+        "the caller's line was answered"
+    );
+    calls_finished(&server).await;
+
+    tokio::task::block_in_place(|| cluster.start());
+    drain_writes(&server).await;
+    let store = server.state.store();
+    let sid = CallSid(report.call_sid.clone());
+    let stored = store
+        .get_call(summary.org, &sid)
+        .await
+        .unwrap()
+        .expect("the call is stored once the database is back");
+    assert!(stored.end_reason.is_some(), "{stored:?}");
+    let turns = store.list_turns(summary.org, &sid).await.unwrap();
+    assert_eq!(
+        turns.first().map(|t| t.text.as_str()),
+        Some(greeting.as_str()),
+        "greeted with the clinic's own greeting: {turns:?}"
+    );
+    assert!(
+        turns.len() >= 3,
+        "greeting, the caller's line, a reply: {turns:?}"
+    );
+    let (_, wav) = stored_recording(&server, dir.path(), summary.org, &sid).await;
+    assert!(wav.len() > 44 + 8_000 * 4, "the recording holds the call");
+    server.shutdown(Duration::from_secs(5)).await;
+}
