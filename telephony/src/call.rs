@@ -10,7 +10,8 @@
 //! - **STT**: a turn's waiter takes a decoder slot (`CallEngines::stt_permits`) and hands it,
 //!   with the engine's future, to a detached decode task that holds the slot until that future
 //!   completes. Real decodes run on blocking threads and go on when their future is dropped,
-//!   so the slot must outlive the wait: `STT_TIMEOUT` (20 s, the wait for a slot included) and
+//!   so the slot must outlive the wait: `stt_timeout` (8 s plus the turn's length, at most
+//!   20 s; the wait for a slot included) and
 //!   the call's end stop the *waiting*, and the turn gets its error at once, while the decode
 //!   finishes in the background and only then frees its slot. An engine future that never
 //!   completes therefore keeps its slot: the engine must bound its own work.
@@ -63,11 +64,23 @@ const TTS_REQUESTS: usize = 16;
 /// `start` back to back; 10 s covers a slow network without keeping dead sockets.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// A provider that takes longer than this for one step is treated as down for this turn.
-/// STT on a long turn on a busy box: 20 s. Brain: 6 s between streamed events — above the
+/// STT: [`stt_timeout`], 8 s plus the turn's length, at most 20 s. Brain: 6 s between streamed events — above the
 /// receptionist's 5 s tool bound, so a stalled database gets the receptionist's own apology; the
 /// caller has heard the filler at 1.5 s. TTS: 5 s between chunks (Piper's first chunk takes
 /// 0.3–0.5 s idle, a Festival sentence 0.5–0.7 s), then the fallback voice.
 const STT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The part of the STT timeout every turn gets, whatever its length.
+const STT_TIMEOUT_BASE: Duration = Duration::from_secs(8);
+
+/// How long a turn of `samples` at `rate` may wait for its transcript (a decoder slot
+/// included): 8 s plus the turn's own length, at most [`STT_TIMEOUT`]. Whisper base decodes a
+/// turn in 0.8–1.3 s on an idle core (0.25 CPU-s per second of speech), so a short turn that
+/// is not back in 8 s is a recogniser in trouble, and the caller should be asked again rather
+/// than wait out 20 s of silence; a long turn on a busy box still gets its time.
+fn stt_timeout(samples: usize, rate: u32) -> Duration {
+    let length = Duration::from_secs_f64(samples as f64 / f64::from(rate.max(1)));
+    (STT_TIMEOUT_BASE + length).min(STT_TIMEOUT)
+}
 const BRAIN_STEP_TIMEOUT: Duration = Duration::from_secs(6);
 const TTS_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the recording's header is rewritten so a crash loses at most this much audio.
@@ -746,6 +759,7 @@ impl CallTask {
     }
 
     fn spawn_stt(&mut self, turn: TurnId, audio: Vec<i16>, sample_rate: u32, early: bool) {
+        let limit = stt_timeout(audio.len(), sample_rate);
         let stt = self.engines.stt.clone();
         let permits = self.engines.stt_permits.clone();
         let tx = self.events_tx.clone();
@@ -787,7 +801,7 @@ impl CallTask {
                         Err(EngineError::Failed("speech-to-text task vanished".into()))
                     })
                 };
-                let result = match timeout(STT_TIMEOUT, wait).await {
+                let result = match timeout(limit, wait).await {
                     Ok(r) => r,
                     Err(_) => Err(EngineError::Unavailable("speech-to-text timed out".into())),
                 };
@@ -1100,5 +1114,17 @@ impl Voice {
             return None;
         }
         Some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stt_timeout_grows_with_the_turn_up_to_its_cap() {
+        assert_eq!(stt_timeout(0, 16_000), Duration::from_secs(8));
+        assert_eq!(stt_timeout(3 * 16_000, 16_000), Duration::from_secs(11));
+        assert_eq!(stt_timeout(60 * 16_000, 16_000), STT_TIMEOUT);
     }
 }

@@ -321,7 +321,8 @@ fn tone_engines(stt: Arc<dyn SpeechToText>, brain: Arc<dyn Brain>, permits: usiz
     }
 }
 
-/// How long [`BlockingStt`]'s decode runs: well past the call's 20 s speech-to-text timeout.
+/// How long [`BlockingStt`]'s decode runs: well past the call's speech-to-text timeout (8 s plus
+/// the turn, at most 20 s).
 const SLOW_DECODE: Duration = Duration::from_secs(60);
 
 /// Speech-to-text like Whisper's: the decode runs as work of its own (whisper uses
