@@ -319,6 +319,8 @@ pub struct ConversationStats {
     pub stale_results: u64,
     /// Early transcriptions thrown away because the caller went on speaking.
     pub early_discarded: u64,
+    /// Playout runs moved forward in media time because the caller clock overtook them.
+    pub reanchored: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1358,7 +1360,20 @@ impl Conversation {
                     self.stats.frames_sent += 1;
                     // Its place in media time is when it is due to play, not when it leaves:
                     // frames released together (the lead) play one after another.
-                    let at_sample = anchor_sample + n * PHONE_FRAME as u64;
+                    let mut at_sample = anchor_sample + n * PHONE_FRAME as u64;
+                    if at_sample < self.caller_samples {
+                        // The caller clock ran ahead of the schedule: caller frames that were
+                        // held up (a stall on the network or while the call was set up) arrived
+                        // in a burst after the run was anchored. The frame plays now, which is
+                        // the end of that burst in media time; the run moves there, so the
+                        // recording (which cannot place audio behind the caller clock) keeps it.
+                        let behind = self.caller_samples - at_sample;
+                        if let Some(anchor) = self.anchor.as_mut() {
+                            anchor.2 += behind;
+                        }
+                        at_sample = self.caller_samples;
+                        self.stats.reanchored += 1;
+                    }
                     self.playout_end = (due + FRAME_DURATION, at_sample + PHONE_FRAME as u64);
                     if let Some(agent) = self.agent.as_mut() {
                         agent.first_sent_at.get_or_insert(now);

@@ -1307,3 +1307,75 @@ fn no_filler_while_the_caller_is_speaking_and_none_when_turned_off() {
         "You said hello. Anything else?"
     );
 }
+
+#[test]
+fn a_burst_of_late_caller_frames_moves_the_playout_so_no_frame_is_placed_behind_the_caller() {
+    // The greeting starts playing; then a second of caller frames held up on the network
+    // arrives at once. Every agent frame released after that must be placed at or after the
+    // caller clock (the recording cannot place audio behind it), and none is lost.
+    let mut conv = Conversation::new(config(), Box::new(EnergyVad::new(-40.0))).unwrap();
+    let silence = [0i16; 160];
+    let mut now = Duration::ZERO;
+    conv.handle_input(now, Input::CallerAudio(&silence));
+    conv.handle_input(now, Input::Start);
+    let mut segments = Vec::new();
+    let mut frames: Vec<(u64, u64)> = Vec::new(); // (at_sample, caller samples when released)
+    let mut caller = 160u64;
+    let mut drain = |conv: &mut Conversation, caller: u64, segments: &mut Vec<SegmentId>| {
+        while let Some(out) = conv.poll_output() {
+            match out {
+                Output::Synthesize { segment, .. } => segments.push(segment),
+                Output::Media(f) => frames.push((f.at_sample, caller)),
+                _ => {}
+            }
+        }
+    };
+    drain(&mut conv, caller, &mut segments);
+    let tone: Vec<i16> = (0..16_000)
+        .map(|i| ((i as f32 * 0.3).sin() * 7000.0) as i16)
+        .collect();
+    for s in segments.clone() {
+        conv.handle_input(
+            now,
+            Input::SpeechAudio {
+                segment: s,
+                samples: &tone,
+            },
+        );
+        conv.handle_input(
+            now,
+            Input::SpeechDone {
+                segment: s,
+                result: Ok(()),
+            },
+        );
+    }
+    drain(&mut conv, caller, &mut segments);
+    for step in 0..200u64 {
+        now += FRAME_DURATION;
+        if step == 10 {
+            // The burst: 50 frames (1 s) at once.
+            for _ in 0..50 {
+                conv.handle_input(now, Input::CallerAudio(&silence));
+                caller += 160;
+                drain(&mut conv, caller, &mut segments);
+            }
+        }
+        conv.handle_input(now, Input::CallerAudio(&silence));
+        caller += 160;
+        drain(&mut conv, caller, &mut segments);
+    }
+    // A frame goes out when the caller clock is at most a frame past its place.
+    let late: Vec<_> = frames.iter().filter(|(at, c)| at + 160 < *c).collect();
+    assert!(
+        late.is_empty(),
+        "frames placed behind the caller clock: {late:?}"
+    );
+    assert!(conv.stats().reanchored >= 1);
+    let total = tone.len() as u64 * segments.len() as u64 / 160;
+    assert!(
+        frames.len() as u64 >= total,
+        "{} of {total} frames sent",
+        frames.len()
+    );
+}

@@ -94,6 +94,9 @@ const MAX_TOTAL_GAP_FILL_MS: u64 = 30_000;
 /// Twilio sends a media frame every 20 ms for the whole call; a stream silent this long is a
 /// dead connection, and the call ends.
 const INBOUND_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames refused in a row as out of order before the stream's numbering is taken up again:
+/// 25 frames, half a second of caller audio.
+const RESYNC_AFTER_FRAMES: u32 = 25;
 /// A send Twilio does not take within this is a dead connection.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -362,6 +365,10 @@ struct CallTask {
     payload: Vec<u8>,
     pcm: Vec<i16>,
     last_chunk: u64,
+    /// Twilio's timestamp of the frame that set `last_chunk`.
+    last_chunk_ms: u64,
+    /// Frames dropped in a row as out of order (see `handle_media`).
+    out_of_order_in_row: u32,
     end_reason: Option<String>,
     /// The reply being prepared and when its caller turn was endpointed: the next frame sent
     /// is its first.
@@ -423,6 +430,8 @@ impl CallTask {
             payload: Vec::with_capacity(protocol::MAX_PAYLOAD_BYTES),
             pcm: Vec::with_capacity(protocol::MAX_PAYLOAD_BYTES),
             last_chunk: 0,
+            last_chunk_ms: 0,
+            out_of_order_in_row: 0,
             end_reason: None,
             awaiting_first_frame: None,
         }
@@ -453,6 +462,7 @@ impl CallTask {
         info!("call started");
         self.open_recording();
         self.hooks.call_started(&self.info);
+        self.read_backlog(&mut socket);
         let now = self.now();
         self.conversation.handle_input(now, Input::Start);
         let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
@@ -515,6 +525,35 @@ impl CallTask {
         self.finish()
     }
 
+    /// Reads what Twilio sent while the call was being set up (a second or two of caller
+    /// frames), without waiting for more. The media clock counts caller samples, so the
+    /// greeting must be placed after them: started first, its frames would be given media
+    /// times the backlog then overtakes, and the recording would drop them as late.
+    fn read_backlog<S: MediaSocket>(&mut self, socket: &mut S) {
+        // Bounded: a peer cannot keep the greeting waiting (10 s of frames).
+        for _ in 0..500 {
+            let Some(msg) = socket.recv().now_or_never() else {
+                return;
+            };
+            match msg {
+                Some(Ok(SocketMessage::Text(text))) => self.handle_text(&text),
+                Some(Ok(SocketMessage::Binary(_))) => {
+                    self.stats.messages += 1;
+                    self.stats.binary_messages += 1;
+                }
+                Some(Err(e)) => {
+                    warn!(error = %e, "media socket failed");
+                    self.stop("socket_error");
+                    return;
+                }
+                None => {
+                    self.stop("caller_hung_up");
+                    return;
+                }
+            }
+        }
+    }
+
     /// The stream ended from Twilio's side (stop, close, error).
     fn stop(&mut self, reason: &str) {
         if self.conversation.ended().is_none() {
@@ -566,11 +605,29 @@ impl CallTask {
             return;
         }
         if media.chunk != 0 {
-            if media.chunk <= self.last_chunk {
+            // Chunks count up by one per frame. A step forward must agree with the timestamp
+            // (packet loss moves both): one bogus chunk number far ahead must not make every
+            // real frame after it look stale. If frames keep being refused anyway (a stream
+            // renumbered mid-call), the numbering is taken up again after half a second.
+            let jump = media.chunk.saturating_sub(self.last_chunk);
+            let elapsed_frames = media.timestamp_ms.saturating_sub(self.last_chunk_ms) / 20;
+            let in_order = media.chunk > self.last_chunk
+                && (self.last_chunk == 0 || jump <= elapsed_frames + 2);
+            if !in_order {
                 self.stats.out_of_order += 1;
-                return;
+                self.out_of_order_in_row += 1;
+                if self.out_of_order_in_row < RESYNC_AFTER_FRAMES {
+                    return;
+                }
+                warn!(
+                    chunk = media.chunk,
+                    last = self.last_chunk,
+                    "chunk numbering taken up again after {RESYNC_AFTER_FRAMES} refused frames"
+                );
             }
+            self.out_of_order_in_row = 0;
             self.last_chunk = media.chunk;
+            self.last_chunk_ms = media.timestamp_ms;
         }
         if let Err(e) = protocol::decode_payload(&media.payload, &mut self.payload) {
             self.stats.bad_payloads += 1;
@@ -788,10 +845,14 @@ impl CallTask {
                     let (done_tx, done_rx) = oneshot::channel();
                     tokio::spawn(
                         async move {
-                            let result = AssertUnwindSafe(stt.transcribe(audio, sample_rate))
-                                .catch_unwind()
-                                .await
-                                .unwrap_or_else(|panic| Err(panicked("speech-to-text", &panic)));
+                            // Building the future is inside the guarded block too: an engine
+                            // that panics before returning one fails this turn, not the task.
+                            let result = AssertUnwindSafe(async move {
+                                stt.transcribe(audio, sample_rate).await
+                            })
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|panic| Err(panicked("speech-to-text", &panic)));
                             drop(permit);
                             let _ = done_tx.send(result);
                         }
@@ -903,7 +964,7 @@ impl CallTask {
         let core = self.conversation.stats();
         info!(reason = %end.reason, media_ms = end.media_ms, malformed = self.stats.malformed,
               bad_payloads = self.stats.bad_payloads, barge_ins = core.barge_ins,
-              underruns = core.underruns, early_discarded = core.early_discarded, "call ended");
+              underruns = core.underruns, early_discarded = core.early_discarded, reanchored = core.reanchored, "call ended");
         self.hooks.call_ended(&self.info, &end);
         end
     }
