@@ -93,22 +93,40 @@ enum Command {
         #[arg(long)]
         appointment: Option<String>,
     },
-    /// Run many simulated callers against a running server and report latency and CPU.
+    /// Run many simulated callers against a running server and report latency and CPU; for
+    /// long runs (the soak), memory over time and whether every call's records were stored.
     Load {
         #[arg(long)]
         server: Option<String>,
         /// Concurrent calls.
         #[arg(long, default_value_t = 10)]
         calls: usize,
-        /// Seconds each call lasts.
+        /// Seconds the run lasts (and each call, without --call-seconds).
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// How long each call lasts, `MIN-MAX` seconds (drawn per call) or `N`; a caller whose
+        /// call ends dials again until the run is over.
+        #[arg(long)]
+        call_seconds: Option<api::load::CallLength>,
         /// Milliseconds between call starts.
         #[arg(long, default_value_t = 50)]
         ramp_ms: u64,
-        /// The server's process id, to measure its CPU.
+        /// The number called (which clinic answers); default: the default organisation.
+        #[arg(long)]
+        to: Option<String>,
+        /// The server's process id, to measure its CPU, memory (VmRSS), threads and open files.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Seconds between samples of the server's process (and progress lines).
+        #[arg(long, default_value_t = 60)]
+        sample_seconds: u64,
+        /// After the run, check every completed call's records in this server data directory
+        /// (its SQLite database and recordings); exit non-zero if any is missing or wrong.
+        #[arg(long)]
+        verify_data_dir: Option<PathBuf>,
+        /// With --verify-data-dir: the server's Postgres database instead of its SQLite file.
+        #[arg(long, requires = "verify_data_dir")]
+        verify_database_url: Option<String>,
         /// Callers speak real sentences (Piper voice) instead of synthetic tones: for a server
         /// running the embedded engines.
         #[arg(long)]
@@ -420,8 +438,13 @@ async fn main() -> anyhow::Result<()> {
             server,
             calls,
             seconds,
+            call_seconds,
             ramp_ms,
+            to,
             server_pid,
+            sample_seconds,
+            verify_data_dir,
+            verify_database_url,
             spoken,
         } => {
             let server = server_url(server);
@@ -443,17 +466,39 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 Vec::new()
             };
-            api::load::run(api::load::LoadOptions {
+            let verify = match &verify_data_dir {
+                Some(dir) => {
+                    Some(api::load::VerifyTarget::open(dir, verify_database_url.as_deref()).await?)
+                }
+                None => None,
+            };
+            let report = api::load::run(api::load::LoadOptions {
                 server,
                 public_url,
                 auth_token: config.auth_token.clone(),
                 calls,
                 duration: Duration::from_secs(seconds),
+                call_length: call_seconds,
                 ramp: Duration::from_millis(ramp_ms),
+                to,
                 server_pid,
+                sample_every: Duration::from_secs(sample_seconds.max(1)),
                 spoken,
+                verify,
             })
             .await?;
+            if !report.passed() {
+                anyhow::bail!(
+                    "load failed: {} errors, {} calls with missing or wrong records{}",
+                    report.errors(),
+                    report.bad_records(),
+                    if report.idle.idle {
+                        ""
+                    } else {
+                        ", server not idle after the run"
+                    }
+                );
+            }
         }
     }
     Ok(())
