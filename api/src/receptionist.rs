@@ -80,7 +80,7 @@ pub fn session(
     call_sid: Option<CallSid>,
     clock: Clock,
 ) -> ReceptionistSession {
-    let tools = StoreTools::new(store, loaded, embedder, call_sid);
+    let tools = StoreTools::new(store, loaded, embedder, call_sid).with_clock(clock.clone());
     ReceptionistSession::new(loaded.clinic.clone(), context, Arc::new(tools), clock)
 }
 
@@ -93,9 +93,28 @@ pub struct StoreTools {
     call_sid: Option<CallSid>,
     knowledge: Arc<Vec<KnowledgeChunk>>,
     embedder: Option<MiniLm>,
+    /// "Now" for which appointments are upcoming: the session's clock (`voxanne chat --now`
+    /// and tests set it), so the look-up agrees with the dialogue's idea of the date.
+    clock: ToolClock,
+}
+
+/// The session's clock, for `StoreTools`.
+#[derive(Clone)]
+struct ToolClock(Clock);
+
+impl std::fmt::Debug for ToolClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ToolClock({})", (self.0)())
+    }
 }
 
 impl StoreTools {
+    /// The same tools with `clock` as "now" (default: the system clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = ToolClock(clock);
+        self
+    }
+
     /// Tools for one call (or chat) of `loaded`'s organisation.
     pub fn new(
         store: &Store,
@@ -109,6 +128,7 @@ impl StoreTools {
             call_sid,
             knowledge: loaded.knowledge.clone(),
             embedder,
+            clock: ToolClock(system_clock()),
         }
     }
 }
@@ -163,7 +183,7 @@ impl ClinicTools for StoreTools {
             let contact = bounded("caller lookup", t.store.get_contact(t.org, &phone)).await?;
             let upcoming = bounded(
                 "caller lookup",
-                t.store.upcoming_appointments(t.org, &phone, Utc::now()),
+                t.store.upcoming_appointments(t.org, &phone, (t.clock.0)()),
             )
             .await?;
             Ok(CallerRecord {
