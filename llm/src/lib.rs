@@ -1,0 +1,1 @@
+//! The LLM brain: any OpenAI-compatible Chat Completions server as a call's brain (issue 11).
