@@ -33,6 +33,16 @@ pub enum BrainChoice {
 /// (2.8–3 s, turns queueing for the CPU), measured with `voxanne load --spoken`.
 pub const CALLS_PER_CORE: usize = 4;
 
+fn list(v: Option<String>) -> Vec<String> {
+    v.map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// Server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,6 +57,20 @@ pub struct Config {
     pub auth_token: String,
     /// `DATABASE_URL`: `postgres://…` for Postgres; unset for SQLite in the data dir.
     pub database_url: Option<String>,
+    /// `VOXANNE_SECRET_KEY`: 32 bytes (base64 or hex) from which the access-token signing key
+    /// and the key sealing clinics' secrets are derived. Unset: a key file the server creates in
+    /// the data dir (`secret.key`, mode 0600) on first start. See `staff::crypto` for rotation.
+    pub secret_key: Option<String>,
+    /// `VOXANNE_SECRET_KEYS_PREVIOUS`: comma-separated keys rotated out, still accepted to open
+    /// old secrets and verify tokens until they expire.
+    pub secret_keys_previous: Vec<String>,
+    /// `VOXANNE_CORS_ORIGINS`: comma-separated origins allowed to call `/api/v1` from a
+    /// browser (e.g. `https://admin.clinic.example`). Default: none (the dashboard is served
+    /// from the same origin and needs no CORS).
+    pub cors_origins: Vec<String>,
+    /// `VOXANNE_METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`;
+    /// unset, `/metrics` answers only clients on loopback (a Prometheus on the same box).
+    pub metrics_token: Option<String>,
     /// `VOXANNE_DATA_DIR`: recordings, the SQLite database, spill files, models. Default
     /// `./data`.
     pub data_dir: PathBuf,
@@ -196,6 +220,10 @@ impl Config {
             public_url,
             auth_token,
             database_url: nonempty("DATABASE_URL"),
+            secret_key: nonempty("VOXANNE_SECRET_KEY"),
+            secret_keys_previous: list(nonempty("VOXANNE_SECRET_KEYS_PREVIOUS")),
+            cors_origins: list(nonempty("VOXANNE_CORS_ORIGINS")),
+            metrics_token: nonempty("VOXANNE_METRICS_TOKEN"),
             models_dir,
             data_dir,
             engines,

@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod receptionist;
 pub mod server;
 pub mod simulate;
+pub mod staff;
 pub mod tuning;
 
 use std::net::SocketAddr;
@@ -75,15 +76,25 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
     }
     info!(%addr, public_url = %config.public_url, backend = store.backend(), "voxanne listening");
     let embedder = load_embedder(&config)?;
-    let state = AppState::new(config, store, queue, engines, default_org, embedder);
+    let keys = staff::crypto::Keys::load(
+        config.secret_key.as_deref(),
+        &config.secret_keys_previous,
+        &config.data_dir,
+    )
+    .context("cannot load the server key (VOXANNE_SECRET_KEY)")?;
+    let state = AppState::new(config, store, queue, engines, default_org, embedder, keys);
     state.warm_caches().await;
     let shutdown = CancellationToken::new();
     let app = server::router(state.clone());
+    staff::retention::spawn(state.clone(), shutdown.clone());
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await;
         if let Err(e) = served {
             warn!(error = %e, "server stopped with an error");
         }

@@ -59,6 +59,22 @@ enum Command {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Staff who sign in to the dashboard and API: `user add` bootstraps the first admin.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Server-to-server API keys, one organisation each (`apikey create` prints the key once).
+    Apikey {
+        #[command(subcommand)]
+        action: ApikeyAction,
+    },
+    /// Clinics' secrets at rest: `secrets rotate` re-seals every secret with the current
+    /// VOXANNE_SECRET_KEY (after moving the old key to VOXANNE_SECRET_KEYS_PREVIOUS).
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Configure a clinic from one TOML file (`apply`), or write a clinic's file back (`export`).
     Clinic {
         #[command(subcommand)]
@@ -132,6 +148,43 @@ enum Command {
         #[arg(long)]
         spoken: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user. The password is read from VOXANNE_PASSWORD, or from stdin's first line.
+    Add {
+        /// The clinic (`clinic.id` of its file); default: the default organisation.
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// `admin` or `staff`.
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyAction {
+    /// Create a key and print it (it is stored hashed and cannot be shown again).
+    Create {
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        name: String,
+        /// `admin` or `staff`.
+        #[arg(long, default_value = "staff")]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsAction {
+    /// Re-seal every stored secret with the current key.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -257,6 +310,83 @@ async fn clinic(action: ClinicAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The organisation named by `slug` (a clinic's `clinic.id`), or the default one.
+async fn org_of(store: &storage::Store, slug: Option<&str>) -> anyhow::Result<storage::OrgId> {
+    match slug {
+        Some(slug) => store
+            .org_by_slug(slug)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no clinic {slug:?} (apply its file first)")),
+        None => Ok(store.ensure_default_org().await?.0),
+    }
+}
+
+fn role(text: &str) -> anyhow::Result<api::staff::auth::Role> {
+    api::staff::auth::Role::parse(text)
+        .ok_or_else(|| anyhow::anyhow!("--role must be admin or staff, not {text:?}"))
+}
+
+async fn user(action: UserAction) -> anyhow::Result<()> {
+    let (store, _) = open_store().await?;
+    let UserAction::Add {
+        org,
+        email,
+        name,
+        role: r,
+    } = action;
+    let role = role(&r)?;
+    let org = org_of(&store, org.as_deref()).await?;
+    let password = match std::env::var("VOXANNE_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            eprintln!("password (first line of stdin):");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    let id = api::staff::auth::create_user(&store, org, &email, &name, role, &password)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    println!("user {id} ({email}, {}) added; sign in at /", role.as_str());
+    store.close().await;
+    Ok(())
+}
+
+async fn apikey(action: ApikeyAction) -> anyhow::Result<()> {
+    let (store, _) = open_store().await?;
+    let ApikeyAction::Create { org, name, role: r } = action;
+    let role = role(&r)?;
+    let org = org_of(&store, org.as_deref()).await?;
+    let (id, key) = api::staff::auth::create_api_key(&store, org, &name, role)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    eprintln!(
+        "API key {id} ({name}, {}); it is shown only now:",
+        role.as_str()
+    );
+    println!("{key}");
+    store.close().await;
+    Ok(())
+}
+
+async fn secrets(action: SecretsAction) -> anyhow::Result<()> {
+    let SecretsAction::Rotate = action;
+    let config = Config::from_env()?;
+    let (store, _) = open_store().await?;
+    let keys = api::staff::crypto::Keys::load(
+        config.secret_key.as_deref(),
+        &config.secret_keys_previous,
+        &config.data_dir,
+    )?;
+    let n = api::staff::resources::rotate_secrets(&store, &keys)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    println!("{n} secrets re-sealed with key {}", keys.current_id());
+    store.close().await;
+    Ok(())
+}
+
 async fn chat(
     org: Option<String>,
     from: Option<String>,
@@ -311,6 +441,9 @@ async fn main() -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Models { action } => return models(action).await,
         Command::Clinic { action } => return clinic(action).await,
+        Command::User { action } => return user(action).await,
+        Command::Apikey { action } => return apikey(action).await,
+        Command::Secrets { action } => return secrets(action).await,
         Command::Chat {
             org,
             from,
@@ -322,7 +455,12 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let server_url = |s: Option<String>| s.unwrap_or_else(|| format!("http://{}", config.addr));
     match command {
-        Command::Models { .. } | Command::Clinic { .. } | Command::Chat { .. } => {
+        Command::Models { .. }
+        | Command::Clinic { .. }
+        | Command::Chat { .. }
+        | Command::User { .. }
+        | Command::Apikey { .. }
+        | Command::Secrets { .. } => {
             unreachable!("handled above")
         }
         Command::Call {

@@ -98,10 +98,14 @@ pub async fn place(request: &CallRequest) -> Result<String, OutboundError> {
         request.api_base.trim_end_matches('/'),
         request.account_sid
     );
-    let mut body = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in request.form() {
-        body.append_pair(k, &v);
-    }
+    // Built before any await: the serializer is not `Send`.
+    let body = {
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in request.form() {
+            body.append_pair(k, &v);
+        }
+        body.finish()
+    };
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -110,7 +114,7 @@ pub async fn place(request: &CallRequest) -> Result<String, OutboundError> {
         .post(&url)
         .basic_auth(&request.account_sid, Some(&request.auth_token))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.finish())
+        .body(body)
         .send()
         .await
         .map_err(|e| OutboundError::Transport(e.to_string()))?;

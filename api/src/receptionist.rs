@@ -4,6 +4,7 @@
 //! Every store call a tool makes has [`TOOL_TIMEOUT`]: a database that stalls becomes a tool
 //! error the dialogue apologises for, never a silent caller.
 
+use crate::staff::events::{EventBus, StaffEvent};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,7 +81,22 @@ pub fn session(
     call_sid: Option<CallSid>,
     clock: Clock,
 ) -> ReceptionistSession {
-    let tools = StoreTools::new(store, loaded, embedder, call_sid).with_clock(clock.clone());
+    session_with_events(store, loaded, embedder, context, call_sid, clock, None)
+}
+
+/// [`session`] whose bookings, changes and messages are published on `events` (the live stream
+/// and outgoing webhooks).
+pub fn session_with_events(
+    store: &Store,
+    loaded: &LoadedClinic,
+    embedder: Option<MiniLm>,
+    context: CallContext,
+    call_sid: Option<CallSid>,
+    clock: Clock,
+    events: Option<EventBus>,
+) -> ReceptionistSession {
+    let mut tools = StoreTools::new(store, loaded, embedder, call_sid).with_clock(clock.clone());
+    tools.events = events;
     ReceptionistSession::new(loaded.clinic.clone(), context, Arc::new(tools), clock)
 }
 
@@ -96,6 +112,8 @@ pub struct StoreTools {
     /// "Now" for which appointments are upcoming: the session's clock (`voxanne chat --now`
     /// and tests set it), so the look-up agrees with the dialogue's idea of the date.
     clock: ToolClock,
+    /// Where bookings, changes and messages are announced (`None`: nowhere, e.g. `voxanne chat`).
+    events: Option<EventBus>,
 }
 
 /// The session's clock, for `StoreTools`.
@@ -129,6 +147,7 @@ impl StoreTools {
             knowledge: loaded.knowledge.clone(),
             embedder,
             clock: ToolClock(system_clock()),
+            events: None,
         }
     }
 }
@@ -220,9 +239,16 @@ impl ClinicTools for StoreTools {
                 starts_at: request.starts_at,
                 ends_at: request.ends_at,
             };
-            bounded("booking", t.store.book_appointment(&booking))
-                .await
-                .map(outcome)
+            let booked = bounded("booking", t.store.book_appointment(&booking)).await?;
+            if let (BookOutcome::Booked(a), Some(events)) = (&booked, &t.events) {
+                events.publish(
+                    t.org,
+                    StaffEvent::AppointmentBooked {
+                        appointment: crate::staff::calls::appointment_json(a),
+                    },
+                );
+            }
+            Ok(outcome(booked))
         })
     }
 
@@ -236,13 +262,22 @@ impl ClinicTools for StoreTools {
         let t = self.clone();
         Box::pin(async move {
             let id = parse_id(&appointment_id)?;
-            bounded(
+            let moved = bounded(
                 "reschedule",
                 t.store
                     .reschedule_appointment(t.org, id, starts_at, ends_at, &idempotency_key),
             )
-            .await
-            .map(outcome)
+            .await?;
+            if let (BookOutcome::Booked(a), Some(events)) = (&moved, &t.events) {
+                events.publish(
+                    t.org,
+                    StaffEvent::AppointmentChanged {
+                        change: "rescheduled".into(),
+                        appointment: crate::staff::calls::appointment_json(a),
+                    },
+                );
+            }
+            Ok(outcome(moved))
         })
     }
 
@@ -251,7 +286,18 @@ impl ClinicTools for StoreTools {
         Box::pin(async move {
             let id = parse_id(&appointment_id)?;
             match bounded("cancel", t.store.cancel_appointment(t.org, id)).await? {
-                Some(_) => Ok(()),
+                Some(a) => {
+                    if let Some(events) = &t.events {
+                        events.publish(
+                            t.org,
+                            StaffEvent::AppointmentChanged {
+                                change: "cancelled".into(),
+                                appointment: crate::staff::calls::appointment_json(&a),
+                            },
+                        );
+                    }
+                    Ok(())
+                }
                 None => Err(ToolError(format!("no appointment {appointment_id:?}"))),
             }
         })
@@ -269,9 +315,16 @@ impl ClinicTools for StoreTools {
                 reason: message.reason,
                 urgent: message.urgent,
             };
-            bounded("message", t.store.take_message(&m))
-                .await
-                .map(|_| ())
+            let taken = bounded("message", t.store.take_message(&m)).await?;
+            if let Some(events) = &t.events {
+                events.publish(
+                    t.org,
+                    StaffEvent::MessageTaken {
+                        message: crate::staff::calls::message_json(&taken),
+                    },
+                );
+            }
+            Ok(())
         })
     }
 

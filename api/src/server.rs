@@ -36,6 +36,9 @@ use telephony::{signature, twiml};
 
 use crate::config::{BrainChoice, Config};
 use crate::receptionist::LoadedClinic;
+use crate::staff::crypto::Keys;
+use crate::staff::events::{EventBus, StaffEvent};
+use crate::staff::limit::RateLimiter;
 use engines::minilm::MiniLm;
 use receptionist::dialogue::{CallContext, Direction};
 use receptionist::session::ReceptionistSession;
@@ -89,6 +92,16 @@ struct Inner {
     /// Sentence embeddings for knowledge answers (`None`: knowledge questions are answered
     /// "I don't have that information" and offered a person or a message).
     embedder: Option<MiniLm>,
+    /// The server's keys: access tokens, signed recording URLs, sealed secrets.
+    keys: Keys,
+    /// What happens on calls and bookings, for the live stream and outgoing webhooks.
+    events: EventBus,
+    /// Sign-in attempts per client address and per email.
+    login_limit: RateLimiter,
+    /// Twilio webhook requests per client address.
+    webhook_limit: RateLimiter,
+    /// Text chats with the receptionist (`POST /api/v1/chat`).
+    chats: crate::staff::resources::ChatSessions,
 }
 
 /// A call as its voice webhook described it.
@@ -99,6 +112,8 @@ struct CallMeta {
     from: String,
     /// The appointment an outbound reminder call is about.
     appointment: Option<String>,
+    /// Twilio's `Direction` (`inbound`, `outbound-api`).
+    direction: String,
 }
 
 /// How long an unclaimed webhook's call details are kept: Twilio opens the stream within
@@ -238,6 +253,7 @@ impl AppState {
         engines: CallEngines,
         default_org: (OrgId, AssistantId),
         embedder: Option<MiniLm>,
+        keys: Keys,
     ) -> Self {
         let recordings: Arc<dyn RecordingStore> =
             Arc::new(LocalRecordingStore::in_data_dir(&config.data_dir));
@@ -258,6 +274,15 @@ impl AppState {
                 numbers: Mutex::new(HashMap::new()),
                 clinics: Mutex::new(HashMap::new()),
                 embedder,
+                keys,
+                events: EventBus::new(),
+                // 10 attempts, then one every 6 s: a person mistyping is never stopped, a
+                // password guesser gets 10 a minute per address and per email.
+                login_limit: RateLimiter::new(10, 1.0 / 6.0),
+                // Twilio sends a voice webhook and a few status callbacks per call; 300 at once
+                // and 50 a second from one address is far above one clinic line's traffic.
+                webhook_limit: RateLimiter::new(300, 50.0),
+                chats: Default::default(),
             }),
         }
     }
@@ -276,6 +301,66 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// `call.started` for the live stream and webhooks, once the call's stream is set up.
+    fn publish_call_started(&self, org: OrgId, sid: &str, meta: &CallMeta) {
+        let outbound = meta.direction.starts_with("outbound");
+        let (from, to) = if outbound {
+            (meta.number.clone(), meta.from.clone())
+        } else {
+            (meta.from.clone(), meta.number.clone())
+        };
+        let direction = match meta.direction.as_str() {
+            "" => "inbound".to_string(),
+            d => d.to_string(),
+        };
+        self.events().publish(
+            org,
+            StaffEvent::CallStarted {
+                sid: sid.to_string(),
+                from,
+                to,
+                direction,
+                started_at: Utc::now(),
+            },
+        );
+    }
+
+    pub fn chats(&self) -> &crate::staff::resources::ChatSessions {
+        &self.inner.chats
+    }
+
+    /// Drops the cached clinic of `org` (its file changed): the next call loads it again.
+    pub fn forget_clinic(&self, org: OrgId) {
+        if let Ok(mut c) = self.inner.clinics.lock() {
+            c.remove(&org);
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    pub fn login_limit(&self) -> &RateLimiter {
+        &self.inner.login_limit
+    }
+
+    pub fn webhook_limit(&self) -> &RateLimiter {
+        &self.inner.webhook_limit
+    }
+
+    /// The embedder for knowledge answers, if loaded.
+    pub fn embedder(&self) -> Option<&MiniLm> {
+        self.inner.embedder.as_ref()
+    }
+
+    pub fn recordings(&self) -> &Arc<dyn RecordingStore> {
+        &self.inner.recordings
     }
 
     /// Calls in progress.
@@ -299,7 +384,7 @@ impl AppState {
     /// default organisation (one-box setups route every number there).
     /// The organisation's clinic, loaded within [`CLINIC_LOAD_TIMEOUT`]; on failure the last
     /// one loaded, or the fallback clinic.
-    async fn clinic_for(&self, org: OrgId) -> LoadedClinic {
+    pub(crate) async fn clinic_for(&self, org: OrgId) -> LoadedClinic {
         // An organisation without a clinic file has no name to say; its assistant's greeting
         // is used (see `setup`).
         let name = "the clinic";
@@ -364,13 +449,14 @@ impl AppState {
             caller: Some(meta.from.clone()).filter(|f| !f.is_empty()),
             direction,
         };
-        crate::receptionist::session(
+        crate::receptionist::session_with_events(
             &self.inner.store,
             loaded,
             self.inner.embedder.clone(),
             context,
             Some(CallSid(call_sid.to_string())),
             crate::receptionist::system_clock(),
+            Some(self.inner.events.clone()),
         )
     }
 
@@ -476,12 +562,43 @@ pub fn router(state: AppState) -> Router {
         .route("/twilio/status", post(status_callback))
         .route("/twilio/connect-action", post(connect_action))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES));
-    Router::new()
+    let cors = crate::staff::cors(&state.config().cors_origins);
+    let api = crate::staff::api_routes().layer(cors);
+    let mut app = Router::new()
         .merge(twilio)
         .route("/twilio/media", get(media_stream))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .route("/healthz", get(crate::staff::ops::healthz))
+        .route("/readyz", get(crate::staff::ops::readyz))
+        .merge(api)
+        .merge(crate::staff::dashboard::routes());
+    for (name, value) in crate::staff::ops::security_headers() {
+        app =
+            app.layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    let request_id = crate::staff::ops::request_id_header();
+    // Outermost last: the id is set first, the span sees it, and the response carries it.
+    app.layer(tower_http::request_id::PropagateRequestIdLayer::new(
+        request_id.clone(),
+    ))
+    .layer(
+        tower_http::trace::TraceLayer::new_for_http().make_span_with(
+            |req: &axum::http::Request<axum::body::Body>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            },
+        ),
+    )
+    .layer(tower_http::request_id::SetRequestIdLayer::new(
+        request_id,
+        crate::staff::ops::MakeId,
+    ))
+    .with_state(state)
 }
 
 /// An HTTP error: a status and a short body; details go to the log, never to the client.
@@ -592,6 +709,7 @@ async fn voice_webhook(
                         hook.from.clone()
                     },
                     appointment,
+                    direction: hook.direction.clone(),
                 },
                 Instant::now(),
             ),
@@ -717,7 +835,14 @@ async fn media_stream(
 
 /// Anyone may ask, so the answer says only *whether* the database is up (`"state"`: `"up"` or
 /// `"down"`); why not (the driver's error: host names, ports, user names) goes to the log at warn.
-async fn health(State(state): State<AppState>) -> Response {
+async fn health(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !crate::staff::ops::ops_allowed(&state, peer, &headers) {
+        return crate::staff::ops::hidden();
+    }
     let up = match tokio::time::timeout(HEALTH_DB_TIMEOUT, state.store().health()).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -751,7 +876,14 @@ async fn health(State(state): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !crate::staff::ops::ops_allowed(&state, peer, &headers) {
+        return crate::staff::ops::hidden();
+    }
     let m = state.metrics();
     let mut out = String::new();
     let q = state.queue().stats();
@@ -890,6 +1022,9 @@ struct Held {
     stream: Option<(AppState, String)>,
     /// The clinic's `transfer_number`: the only number this call may be transferred to.
     transfer_number: Option<String>,
+    /// What the call came to so far, from its events (used for `call.ended` when the database
+    /// cannot say in time).
+    facts: crate::staff::calls::CallFacts,
 }
 
 impl Drop for Held {
@@ -1051,6 +1186,7 @@ impl CallHooks for ApiHooks {
             if let Ok(mut h) = held.lock() {
                 h.transfer_number = loaded.clinic.file.clinic.transfer_number.clone();
             }
+            state.publish_call_started(org, &start.call_sid, &meta);
             let recording_path = match state.inner.recordings.staging_path(org, &sid) {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -1100,6 +1236,19 @@ impl CallHooks for ApiHooks {
 
     fn turn_finished(&self, call: &CallInfo, turn: &TurnSummary) {
         let Some(org) = call_org(call) else { return };
+        if let Ok(mut h) = self.held.lock() {
+            h.facts.turn(turn.role.as_str());
+        }
+        self.state.events().publish(
+            org,
+            StaffEvent::Turn {
+                sid: call.call_sid.clone(),
+                seq: turn.seq as u32,
+                role: turn.role.as_str().to_string(),
+                text: turn.heard.clone().unwrap_or_else(|| turn.text.clone()),
+                interrupted: turn.interrupted,
+            },
+        );
         let l = turn.latency;
         let ms = |v: Option<u32>| v.map(i64::from);
         self.state.queue().submit(WriteOp::Turn(TurnRecord {
@@ -1124,6 +1273,19 @@ impl CallHooks for ApiHooks {
 
     fn event(&self, call: &CallInfo, event: &CallEvent) {
         let Some(org) = call_org(call) else { return };
+        if let Ok(mut h) = self.held.lock() {
+            h.facts.event(event.kind, &event.detail);
+        }
+        if crate::staff::calls::LIVE_EVENT_KINDS.contains(&event.kind) {
+            self.state.events().publish(
+                org,
+                StaffEvent::CallEvent {
+                    sid: call.call_sid.clone(),
+                    kind: event.kind.to_string(),
+                    detail: event.detail.clone(),
+                },
+            );
+        }
         self.state.queue().submit(WriteOp::Event(EventRecord {
             org,
             sid: CallSid(call.call_sid.clone()),
@@ -1154,6 +1316,19 @@ impl CallHooks for ApiHooks {
             end_reason: end.reason.clone(),
             duration_ms: end.media_ms as i64,
         });
+        let facts = self
+            .held
+            .lock()
+            .map(|h| h.facts.clone())
+            .unwrap_or_default();
+        crate::staff::calls::publish_call_ended(
+            self.state.clone(),
+            org,
+            sid.clone(),
+            end.reason.clone(),
+            end.media_ms as i64,
+            facts,
+        );
         let Some(recording) = end.recording.clone() else {
             return;
         };

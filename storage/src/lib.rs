@@ -101,6 +101,7 @@ mod ids;
 mod model;
 mod queue;
 mod recording;
+mod staff;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -116,6 +117,9 @@ pub use model::{
 pub use queue::{QueueConfig, QueueStats, WriteQueue};
 pub use recording::{
     BoxFuture, LocalRecordingStore, RecordingReader, RecordingStore, StoredRecording, sha256_file,
+};
+pub use staff::{
+    ApiKey, CallFilter, CallListItem, Contact, NewUser, OUTCOMES, Org, SealedSecret, Session, User,
 };
 pub use store::{
     DEFAULT_ASSISTANT_ID, DEFAULT_ORG_ID, DEFAULT_PAGE, MAX_PAGE, SQLITE_FILE_NAME, Store,

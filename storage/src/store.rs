@@ -26,6 +26,10 @@ use crate::model::{
     EventRecord, KnowledgeChunk, NewAssistant, NewBooking, NewCallback, RecordingRecord,
     TurnRecord, WriteOp,
 };
+#[allow(unused_imports)]
+use crate::staff::{
+    ApiKey, CallFilter, CallListItem, Contact, NewUser, Org, SealedSecret, Session, User,
+};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -666,6 +670,9 @@ fn check_interval(starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> Result<()
     }
 }
 
+#[path = "staff_store.rs"]
+mod staff_store;
+
 mod sqlite_impl {
     type Db = sqlx::Sqlite;
     /// Opens a booking transaction. IMMEDIATE takes SQLite's write lock at once, so the overlap check and
@@ -673,6 +680,8 @@ mod sqlite_impl {
     /// busy timeout). A deferred transaction would read first and could fail to upgrade to a writer.
     const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
     include!("backend.rs");
+    include!("staff_sql.rs");
+    include!("webhooks_sql.rs");
 }
 
 mod postgres_impl {
@@ -680,6 +689,8 @@ mod postgres_impl {
     /// A plain transaction: the exclusion constraint and unique index settle races with row locks.
     const BEGIN_WRITE: &str = "BEGIN";
     include!("backend.rs");
+    include!("staff_sql.rs");
+    include!("webhooks_sql.rs");
 }
 
 #[cfg(test)]

@@ -1,0 +1,1 @@
+// Webhook endpoints and deliveries: SQL shared by both backends (included like backend.rs).
