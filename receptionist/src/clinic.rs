@@ -31,6 +31,107 @@ pub struct ClinicFile {
     pub services: Vec<ServiceEntry>,
     #[serde(default, rename = "knowledge")]
     pub knowledge: Vec<KnowledgeEntry>,
+    /// `[llm]`: answer this clinic's calls with a language model (the `llm` crate), with the
+    /// offline receptionist behind it. Absent: the server's default brain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSection>,
+}
+
+/// `[llm]`: an OpenAI-compatible Chat Completions server for this clinic's calls. Every key is
+/// optional and overrides the server's `VOXANNE_LLM_*` default; `enabled = false` keeps the
+/// offline receptionist even when the server's default brain is the LLM.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `https://api.openai.com/v1`, `http://127.0.0.1:11434/v1` (Ollama), …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The key itself (stored with the clinic; prefer `api_key_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// The name of an environment variable of the server that holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// 0.0..=2.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Longest reply, in tokens (1..=4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Extra HTTP headers sent with every request (`OpenAI-Organization`, a gateway's key…).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// How long to wait for the model's first token before the offline receptionist answers
+    /// the turn (100..=5000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_timeout_ms: Option<u32>,
+    /// Ask for token usage in the stream (`stream_options.include_usage`); `false` for servers
+    /// that refuse it (usage is then estimated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_usage: Option<bool>,
+}
+
+impl LlmSection {
+    /// Every problem with the section, each prefixed `llm.`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(url) = &self.base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "llm.base_url {url:?}: expected an http:// or https:// URL"
+            ));
+        }
+        if self.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+            problems.push("llm.model is empty".into());
+        }
+        if let Some(name) = &self.api_key_env
+            && (name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            problems.push(format!(
+                "llm.api_key_env {name:?}: expected an environment variable name"
+            ));
+        }
+        if self.api_key.is_some() && self.api_key_env.is_some() {
+            problems.push("llm: give api_key or api_key_env, not both".into());
+        }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            problems.push(format!("llm.temperature {t}: expected 0.0..=2.0"));
+        }
+        if let Some(m) = self.max_tokens
+            && !(1..=4096).contains(&m)
+        {
+            problems.push(format!("llm.max_tokens {m}: expected 1..=4096"));
+        }
+        if let Some(ms) = self.first_token_timeout_ms
+            && !(100..=5000).contains(&ms)
+        {
+            problems.push(format!(
+                "llm.first_token_timeout_ms {ms}: expected 100..=5000 (the call core gives a brain 6 s)"
+            ));
+        }
+        for (name, value) in &self.headers {
+            let token = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+            if !token {
+                problems.push(format!("llm.headers: {name:?} is not a header name"));
+            }
+            if value.chars().any(|c| c.is_control()) {
+                problems.push(format!(
+                    "llm.headers.{name}: the value has control characters"
+                ));
+            }
+        }
+        problems
+    }
 }
 
 /// `[clinic]`.
@@ -305,6 +406,9 @@ impl ClinicFile {
                 _ => problems.push(format!("knowledge[{i}] {:?}: needs text or file", k.title)),
             }
         }
+        if let Some(llm) = &self.llm {
+            problems.extend(llm.problems());
+        }
         if !problems.is_empty() {
             return Err(ClinicError(problems));
         }
@@ -366,6 +470,7 @@ impl Clinic {
             hours: HoursSection::default(),
             services: vec![],
             knowledge: vec![],
+            llm: None,
         }
         .validate()
         .expect("the fallback clinic is valid")
@@ -543,6 +648,41 @@ text = "There is free parking behind the building. The entrance is on Mill Lane.
     fn unknown_keys_are_refused() {
         let bad = EXAMPLE.replace("emergency_number", "emergency_nmber");
         assert!(ClinicFile::from_toml(&bad).is_err());
+    }
+
+    #[test]
+    fn the_llm_table_round_trips_refuses_unknown_keys_and_lists_every_problem() {
+        let with_llm = format!(
+            "{EXAMPLE}\n[llm]\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodel = \"llama3.2\"\n\
+             temperature = 0.3\nmax_tokens = 300\n[llm.headers]\nX-Gateway = \"abc\"\n"
+        );
+        let file = ClinicFile::from_toml(&with_llm).unwrap();
+        let llm = file.llm.clone().unwrap();
+        assert_eq!(llm.model.as_deref(), Some("llama3.2"));
+        assert_eq!(
+            llm.headers.get("X-Gateway").map(String::as_str),
+            Some("abc")
+        );
+        file.clone().validate().unwrap();
+        assert_eq!(ClinicFile::from_toml(&file.to_toml()).unwrap(), file);
+        assert_eq!(ClinicFile::from_json(&file.to_json()).unwrap(), file);
+        // A file without the table serialises as before (stored hashes stay the same).
+        assert!(
+            !ClinicFile::from_toml(EXAMPLE)
+                .unwrap()
+                .to_json()
+                .contains("llm")
+        );
+
+        assert!(ClinicFile::from_toml(&with_llm.replace("max_tokens", "max_tokns")).is_err());
+        let bad = with_llm
+            .replace("http://127.0.0.1:11434/v1", "127.0.0.1:11434")
+            .replace("temperature = 0.3", "temperature = 3.5")
+            .replace("max_tokens = 300", "max_tokens = 0")
+            .replace("X-Gateway", "\"X Gateway\"");
+        let err = ClinicFile::from_toml(&bad).unwrap().validate().unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
+        assert!(err.0.iter().all(|p| p.starts_with("llm")), "{err}");
     }
 
     #[test]

@@ -148,6 +148,27 @@ impl ReceptionistSession {
     pub fn context(&self) -> &CallContext {
         &self.context
     }
+
+    pub fn clinic(&self) -> &Arc<Clinic> {
+        &self.clinic
+    }
+
+    /// The call's tools (another brain wrapping this session, such as the LLM's, uses the same
+    /// ones, with the same idempotency keys).
+    pub fn tools(&self) -> Arc<dyn ClinicTools> {
+        self.tools.clone()
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    /// Whether the receptionist's last reply asked the caller something it is waiting to hear
+    /// (a message's reason, "put you through or take a message?", a reminder's answer): a
+    /// brain wrapping this session lets it finish what it started.
+    pub async fn awaiting_answer(&self) -> bool {
+        self.memory.lock().await.current.awaiting != Awaiting::Nothing
+    }
 }
 
 /// A reply as the brain's event stream: tool calls and notes first (they already happened),
