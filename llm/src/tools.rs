@@ -17,7 +17,7 @@
 //!   by the other brain, never books twice.
 
 use async_openai::types::chat::{ChatCompletionTool, ChatCompletionTools, FunctionObject};
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{Value, json};
 
 use agent::engine::Action;
@@ -293,14 +293,7 @@ impl TurnContext<'_> {
             // offline receptionist does.
             closed_that_day = self.clinic.hours_on(d).is_none();
             let from = d.max(today);
-            dates = slots::dates(
-                self.clinic,
-                Some(&DaySpec::Range {
-                    from,
-                    to: from + Duration::days(slots::OPEN_ENDED_DAYS),
-                }),
-                today,
-            );
+            dates = slots::fortnight_from(self.clinic, from, today);
         }
         let free = match self.free(&dates, service.minutes, None).await {
             Ok(f) => f,

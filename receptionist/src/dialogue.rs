@@ -9,7 +9,7 @@
 //! urgent message otherwise); emergencies are told to ring the emergency number first. The only
 //! number ever transferred to is the clinic's `transfer_number`.
 
-use chrono::{Duration, NaiveDateTime, NaiveTime, Timelike};
+use chrono::{NaiveDateTime, NaiveTime, Timelike};
 use serde_json::json;
 
 use agent::engine::Action;
@@ -872,14 +872,7 @@ impl Dialogue<'_> {
                 Some(DaySpec::Date(d)) => (*d).max(today),
                 _ => today,
             };
-            dates = slots::dates(
-                self.clinic,
-                Some(&DaySpec::Range {
-                    from,
-                    to: from + Duration::days(slots::OPEN_ENDED_DAYS),
-                }),
-                today,
-            );
+            dates = slots::fortnight_from(self.clinic, from, today);
         }
         let Some((from, to)) = slots::busy_range(self.clinic, &dates) else {
             reply.say("I'm sorry, I can only book up to a couple of months ahead. Is there an earlier day that suits you?");
@@ -914,14 +907,7 @@ impl Dialogue<'_> {
         let mut widened = false;
         if offer.is_empty() {
             // Nothing in the asked window that day: the nearest on other days.
-            let wider = slots::dates(
-                self.clinic,
-                Some(&DaySpec::Range {
-                    from: dates[0],
-                    to: dates[0] + Duration::days(slots::OPEN_ENDED_DAYS),
-                }),
-                today,
-            );
+            let wider = slots::fortnight_from(self.clinic, dates[0], today);
             if let Some((a, b)) = slots::busy_range(self.clinic, &wider) {
                 let busy = self.tools.busy(a, b).await.unwrap_or(busy);
                 let free = slots::free_slots(self.clinic, &wider, minutes, &busy, self.now);

@@ -45,6 +45,19 @@ pub fn local(clinic: &Clinic, t: DateTime<Utc>) -> NaiveDateTime {
 }
 
 /// The dates a request covers, within the booking horizon, from today.
+/// The open dates of the [`OPEN_ENDED_DAYS`] from `from` (within the horizon): where to look
+/// when the day asked for is closed or has nothing free.
+pub fn fortnight_from(clinic: &Clinic, from: NaiveDate, today: NaiveDate) -> Vec<NaiveDate> {
+    dates(
+        clinic,
+        Some(&DaySpec::Range {
+            from,
+            to: from + Duration::days(OPEN_ENDED_DAYS),
+        }),
+        today,
+    )
+}
+
 pub fn dates(clinic: &Clinic, day: Option<&DaySpec>, today: NaiveDate) -> Vec<NaiveDate> {
     let horizon = today + Duration::days(i64::from(clinic.file.clinic.booking_horizon_days));
     let (from, to) = match day {
