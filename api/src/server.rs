@@ -567,8 +567,16 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .merge(twilio)
         .route("/twilio/media", get(media_stream))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .merge(
+            // Operational detail: loopback, or the metrics token (see `staff::ops`).
+            Router::new()
+                .route("/health", get(health))
+                .route("/metrics", get(metrics))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::staff::ops::require_ops,
+                )),
+        )
         .route("/healthz", get(crate::staff::ops::healthz))
         .route("/readyz", get(crate::staff::ops::readyz))
         .merge(api)
@@ -835,14 +843,7 @@ async fn media_stream(
 
 /// Anyone may ask, so the answer says only *whether* the database is up (`"state"`: `"up"` or
 /// `"down"`); why not (the driver's error: host names, ports, user names) goes to the log at warn.
-async fn health(
-    State(state): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !crate::staff::ops::ops_allowed(&state, peer, &headers) {
-        return crate::staff::ops::hidden();
-    }
+async fn health(State(state): State<AppState>) -> Response {
     let up = match tokio::time::timeout(HEALTH_DB_TIMEOUT, state.store().health()).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -876,14 +877,7 @@ async fn health(
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(
-    State(state): State<AppState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !crate::staff::ops::ops_allowed(&state, peer, &headers) {
-        return crate::staff::ops::hidden();
-    }
+async fn metrics(State(state): State<AppState>) -> Response {
     let m = state.metrics();
     let mut out = String::new();
     let q = state.queue().stats();
@@ -1243,7 +1237,7 @@ impl CallHooks for ApiHooks {
             org,
             StaffEvent::Turn {
                 sid: call.call_sid.clone(),
-                seq: turn.seq as u32,
+                seq: turn.seq,
                 role: turn.role.as_str().to_string(),
                 text: turn.heard.clone().unwrap_or_else(|| turn.text.clone()),
                 interrupted: turn.interrupted,

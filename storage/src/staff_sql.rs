@@ -438,7 +438,15 @@ pub(super) async fn delete_recording_row(pool: &DbPool, org: OrgId, sid: &CallSi
 }
 
 pub(super) async fn list_contacts(pool: &DbPool, org: OrgId, limit: i64) -> Result<Vec<Contact>, StoreError> {
-    let rows: Vec<(String, Option<String>, Option<String>, Option<String>, DbTime)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        phone: String,
+        name: Option<String>,
+        email: Option<String>,
+        notes: Option<String>,
+        updated_at: DbTime,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT phone, name, email, notes, updated_at FROM contacts WHERE org_id = $1 ORDER BY updated_at DESC, phone \
          LIMIT $2",
     )
@@ -448,7 +456,7 @@ pub(super) async fn list_contacts(pool: &DbPool, org: OrgId, limit: i64) -> Resu
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(phone, name, email, notes, updated_at)| Contact { phone, name, email, notes, updated_at: updated_at.0 })
+        .map(|r| Contact { phone: r.phone, name: r.name, email: r.email, notes: r.notes, updated_at: r.updated_at.0 })
         .collect())
 }
 

@@ -347,15 +347,24 @@ pub async fn authenticate(state: &AppState, credential: &str) -> Result<Auth, Ap
     })
 }
 
+/// The value of an `Authorization: Bearer …` header (the scheme in any case), if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, value) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
+}
+
 /// The `Bearer` credential of a request, or (only where a browser cannot send headers: the live
 /// stream) its `access_token` query parameter.
 fn credential(parts: &Parts) -> Option<String> {
-    if let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION) {
-        let v = h.to_str().ok()?;
-        let (scheme, value) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| value.trim().to_string());
+    if parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        return bearer(&parts.headers).map(str::to_string);
     }
     if parts.uri.path() == "/api/v1/live" {
         return parts.uri.query().and_then(|q| {

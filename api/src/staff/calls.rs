@@ -173,15 +173,11 @@ fn describe(
         } else {
             "Message"
         };
-        parts.push(
-            format!(
-                "{urgent} from {}: {}",
-                m.name,
-                m.reason.trim_end_matches('.')
-            )
-            .to_string()
-                + ".",
-        );
+        parts.push(format!(
+            "{urgent} from {}: {}.",
+            m.name,
+            m.reason.trim_end_matches('.')
+        ));
     }
     if parts.is_empty() {
         let said = first_caller_line
@@ -240,7 +236,7 @@ pub struct ListParams {
     limit: Option<u32>,
 }
 
-fn time_param(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(crate) fn time_param(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
@@ -470,6 +466,8 @@ pub struct RecordingParams {
 
 /// A byte range of a `len`-byte body: `Ok(None)` = the whole body (no or an ignored Range),
 /// `Err(())` = unsatisfiable (416).
+// The only failure is "unsatisfiable" (answered 416), so it carries nothing.
+#[allow(clippy::result_unit_err)]
 pub fn parse_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(h) = header else { return Ok(None) };
     let Some(spec) = h.trim().strip_prefix("bytes=") else {
@@ -534,14 +532,9 @@ async fn recording_org(
             .map(OrgId)
             .map_err(|_| ApiError::unauthorized("invalid recording link"));
     }
-    let credential = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-        .map(|(_, v)| v.trim().to_string())
+    let credential = super::auth::bearer(headers)
         .ok_or_else(|| ApiError::unauthorized("sign in, or use the call's recording link"))?;
-    Ok(super::auth::authenticate(state, &credential).await?.org)
+    Ok(super::auth::authenticate(state, credential).await?.org)
 }
 
 /// The stored stereo WAV mixed to one channel (a WAV of its own).

@@ -179,6 +179,9 @@ impl Keys {
     /// HMAC-SHA256 of `data` with the signing key derived for `purpose` from the current key.
     pub fn sign(&self, purpose: &str, data: &[u8]) -> Vec<u8> {
         mac(&self.current, purpose, data)
+            .finalize()
+            .into_bytes()
+            .to_vec()
     }
 
     /// Whether `sig` is `data`'s signature for `purpose` under the current or a previous key
@@ -186,20 +189,14 @@ impl Keys {
     pub fn verify(&self, purpose: &str, data: &[u8], sig: &[u8]) -> bool {
         std::iter::once(&self.current)
             .chain(&self.previous)
-            .any(|k| {
-                let mut m =
-                    Hmac::<Sha256>::new_from_slice(&k.derive(purpose)).expect("any key length");
-                m.update(data);
-                m.verify_slice(sig).is_ok()
-            })
+            .any(|k| mac(k, purpose, data).verify_slice(sig).is_ok())
     }
 
     /// Seals `plaintext`, bound to `context` (e.g. `org/<id>/secret/<name>`).
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> Sealed {
-        let cipher = Aes256Gcm::new((&self.current.derive("voxanne secrets v1")).into());
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).expect("the OS random source");
-        let ciphertext = cipher
+        let ciphertext = cipher(&self.current)
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
@@ -226,8 +223,7 @@ impl Keys {
             .as_slice()
             .try_into()
             .map_err(|_| KeyError::Corrupt)?;
-        let cipher = Aes256Gcm::new((&key.derive("voxanne secrets v1")).into());
-        cipher
+        cipher(key)
             .decrypt(
                 &Nonce::from(nonce),
                 Payload {
@@ -239,10 +235,16 @@ impl Keys {
     }
 }
 
-fn mac(key: &Key, purpose: &str, data: &[u8]) -> Vec<u8> {
+/// HMAC-SHA256 over `data` with `key`'s sub-key for `purpose`, ready to finalise or verify.
+fn mac(key: &Key, purpose: &str, data: &[u8]) -> Hmac<Sha256> {
     let mut m = Hmac::<Sha256>::new_from_slice(&key.derive(purpose)).expect("any key length");
     m.update(data);
-    m.finalize().into_bytes().to_vec()
+    m
+}
+
+/// The AES-256-GCM cipher of `key`'s secrets sub-key.
+fn cipher(key: &Key) -> Aes256Gcm {
+    Aes256Gcm::new((&key.derive("voxanne secrets v1")).into())
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -64,18 +64,25 @@ pub async fn readyz(
 /// from loopback (a Prometheus or an operator on the same box).
 pub fn ops_allowed(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
     match &state.config().metrics_token {
-        Some(token) => headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| bool::from(t.trim().as_bytes().ct_eq(token.as_bytes()))),
+        Some(token) => super::auth::bearer(headers)
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes()))),
         None => peer.ip().is_loopback(),
     }
 }
 
-/// The JSON 404 an unauthorised reader of `/health` or `/metrics` gets (nothing to learn).
-pub fn hidden() -> Response {
-    (StatusCode::NOT_FOUND, "not found").into_response()
+/// Middleware for `/health` and `/metrics`: a reader [`ops_allowed`] refuses gets a plain 404
+/// (nothing to learn).
+pub async fn require_ops(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if ops_allowed(&state, peer, request.headers()) {
+        next.run(request).await
+    } else {
+        (StatusCode::NOT_FOUND, "not found").into_response()
+    }
 }
 
 /// Security headers on every response that does not set its own.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -145,16 +145,7 @@ pub struct RangeParams {
 }
 
 fn time(name: &str, v: Option<&str>, default: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
-    match v.map(str::trim).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => DateTime::parse_from_rfc3339(v)
-            .map(|t| t.with_timezone(&Utc))
-            .or_else(|_| {
-                chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                    .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
-            })
-            .map_err(|_| ApiError::invalid(format!("{name} must be an RFC 3339 time or a date"))),
-    }
+    Ok(super::calls::time_param(name, v)?.unwrap_or(default))
 }
 
 /// `GET /api/v1/appointments?from&to` (default: from the start of today, 14 days).
@@ -578,17 +569,15 @@ pub async fn delete_secret(
 /// Text chats with the receptionist, by session id: bounded in number and idle time.
 #[derive(Debug, Default)]
 pub struct ChatSessions {
-    sessions: Mutex<
-        HashMap<
-            String,
-            (
-                storage::OrgId,
-                Instant,
-                std::sync::Arc<tokio::sync::Mutex<crate::chat::Chat>>,
-            ),
-        >,
-    >,
+    sessions: Mutex<HashMap<String, ChatEntry>>,
 }
+
+/// A chat's organisation, when it was last used, and the chat.
+type ChatEntry = (
+    storage::OrgId,
+    Instant,
+    std::sync::Arc<tokio::sync::Mutex<crate::chat::Chat>>,
+);
 
 const CHAT_IDLE: Duration = Duration::from_secs(30 * 60);
 const CHAT_MAX: usize = 1000;
@@ -671,10 +660,8 @@ struct OutboundBody {
 pub async fn outbound(
     auth: Auth,
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let _ = headers;
     auth.require_admin()?;
     let b: OutboundBody = parse_json(&body)?;
     let to = b.to.trim();
