@@ -817,6 +817,26 @@ pub(super) async fn set_org_numbers(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
+    match set_org_numbers_in(&mut tx, org, assistant, numbers, now).await {
+        Ok(()) => tx.commit().await?,
+        // Rolled back here, not left to the transaction's drop: a drop only queues the rollback, and
+        // on SQLite the refused statement's connection went back to the pool still holding the write
+        // lock, so the next writer waited out the busy timeout ("database is locked", 1 run in ~15).
+        Err(e) => {
+            tx.rollback().await?;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn set_org_numbers_in(
+    tx: &mut Conn,
+    org: OrgId,
+    assistant: AssistantId,
+    numbers: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     for e164 in numbers {
         // Takes a free number or re-points one of ours; one of another org's is left alone (0 rows), and the
         // whole change is rolled back. The composite foreign key rejects another org's assistant.
@@ -850,7 +870,6 @@ pub(super) async fn set_org_numbers(
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -912,10 +931,15 @@ pub(super) async fn replace_knowledge(
         .bind(DbTime(now))
         .execute(&mut *tx)
         .await;
-        match res {
-            Ok(_) => {}
-            Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => return Err(StoreError::NotFound("organisation")),
-            Err(e) => return Err(e.into()),
+        if let Err(e) = res {
+            // Rolled back explicitly, as in `set_org_numbers`: a refused statement's transaction
+            // left to its drop can keep SQLite's write lock past the next writer's busy timeout.
+            tx.rollback().await?;
+            return Err(if is_violation(&e, ErrorKind::ForeignKeyViolation) {
+                StoreError::NotFound("organisation")
+            } else {
+                e.into()
+            });
         }
     }
     tx.commit().await?;
@@ -1422,15 +1446,17 @@ pub(super) async fn take_message(
     .bind(DbTime(now))
     .execute(&mut *tx)
     .await;
-    match res {
-        Ok(_) => {}
-        Err(e) if is_violation(&e, ErrorKind::ForeignKeyViolation) => {
-            return Err(match &m.call_sid {
+    if let Err(e) = res {
+        // Rolled back explicitly, as in `set_org_numbers`.
+        tx.rollback().await?;
+        return Err(if is_violation(&e, ErrorKind::ForeignKeyViolation) {
+            match &m.call_sid {
                 Some(sid) => StoreError::OrgMismatch { sid: sid.clone() },
                 None => StoreError::NotFound("organisation"),
-            });
-        }
-        Err(e) => return Err(e.into()),
+            }
+        } else {
+            e.into()
+        });
     }
     let row: CallbackRow = sqlx::query_as(select_callbacks!("WHERE org_id = $1 AND idempotency_key = $2"))
     .bind(m.org)
