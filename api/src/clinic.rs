@@ -82,14 +82,16 @@ pub async fn apply(
     let id = &clinic.file.clinic.id;
     let existing = store.org_by_slug(id).await?;
     let org = store.upsert_org(id, clinic.name()).await?;
-    let config_changed = store.put_clinic(org, &file.to_json()).await?;
     let assistant = store
         .org_assistant(org)
         .await?
         .ok_or_else(|| anyhow::anyhow!("organisation {org} has no assistant"))?;
+    // Numbers first: a number another clinic owns refuses the whole file before its
+    // configuration is stored (the other order kept a refused file's settings).
     store
         .set_org_numbers(org, assistant, &clinic.file.clinic.numbers)
         .await?;
+    let config_changed = store.put_clinic(org, &file.to_json()).await?;
 
     let wanted = chunks(&clinic.file.knowledge);
     let index = store.knowledge_index(org).await?;

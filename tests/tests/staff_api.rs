@@ -1,0 +1,1244 @@
+//! The staff API over HTTP against a real server and a real database (SQLite, and Postgres on a
+//! throwaway cluster): sign-in, refresh, sign-out; expired, forged and revoked credentials;
+//! one organisation's every endpoint refusing another's data; recordings served with exact
+//! byte ranges; the live stream carrying only the caller's own organisation.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use api::caller::{Line, LineStart, place_call};
+use api::staff::auth::{self, Role};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use storage::{CallSid, NewBooking, NewCallback, OrgId};
+
+/// The example clinic's number (calls to it reach clinic A).
+const NUMBER_A: &str = "+442071234567";
+const NUMBER_B: &str = "+441610000001";
+const PASSWORD: &str = "correct horse battery";
+
+/// Everything one organisation has, and the credentials to reach it.
+struct Tenant {
+    org: OrgId,
+    slug: String,
+    admin_email: String,
+    admin: String,
+    staff: String,
+    staff_user: String,
+    key: String,
+    key_id: String,
+    sid: String,
+    appointment: String,
+    message: String,
+    phone: String,
+    chat: String,
+}
+
+struct Rig {
+    server: api::Server,
+    http: reqwest::Client,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{method} {path}: not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
+        self.send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": email, "password": password })),
+        )
+        .await
+    }
+
+    async fn raw(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request")
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+fn items(v: &Value) -> &Vec<Value> {
+    v["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {v}"))
+}
+
+fn ids(v: &Value, field: &str) -> BTreeSet<String> {
+    items(v)
+        .iter()
+        .map(|i| match &i[field] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// The example clinic file with its knowledge left out (knowledge is stored directly below, so
+/// the test needs no embedding model), as clinic `slug` on `number`.
+fn clinic_file(slug: &str, name: &str, number: &str) -> receptionist::clinic::ClinicFile {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bright-smile.toml");
+    let mut file = api::clinic::read_file(&path).expect("the example clinic reads");
+    file.knowledge.clear();
+    file.clinic.id = slug.to_string();
+    file.clinic.name = name.to_string();
+    file.clinic.numbers = vec![number.to_string()];
+    file
+}
+
+/// One short call from `from` to `to`: the scripted recogniser hears the test lines.
+async fn call(rig: &Rig, from: &str, to: &str) -> String {
+    let mut cfg = caller(&rig.server);
+    cfg.from = from.to_string();
+    cfg.to = to.to_string();
+    let script = vec![Line::Speak {
+        audio: speech_like(1_200),
+        start: LineStart::AfterAgent {
+            pause: Duration::from_millis(400),
+        },
+    }];
+    let report = place_call(&cfg, &script).await.expect("call");
+    assert_eq!(report.protocol_errors, 0);
+    let sid = report.call_sid.clone();
+    // Wait for the call's record (and recording) to be complete.
+    let store = rig.server.state.store().clone();
+    let org = org_of(&report);
+    for _ in 0..300 {
+        drain_writes(&rig.server).await;
+        let done = store
+            .get_call(org, &CallSid(sid.clone()))
+            .await
+            .unwrap()
+            .is_some_and(|c| c.end_reason.is_some());
+        if done
+            && store
+                .get_recording(org, &CallSid(sid.clone()))
+                .await
+                .unwrap()
+                .is_some()
+        {
+            return sid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("call {sid} never finished its record");
+}
+
+/// `ms` of a voiced, speech-loud tone (the VAD hears it as speech).
+fn speech_like(ms: usize) -> Vec<i16> {
+    (0..ms * 8)
+        .map(|i| {
+            let t = i as f64 / 8000.0;
+            ((t * 220.0 * std::f64::consts::TAU).sin() * 6000.0
+                + (t * 660.0 * std::f64::consts::TAU).sin() * 2000.0) as i16
+        })
+        .collect()
+}
+
+async fn tenant(rig: &Rig, slug: &str, number: &str, caller_no: &str) -> Tenant {
+    let store = rig.server.state.store();
+    let summary = api::clinic::apply(store, clinic_file(slug, slug, number), None)
+        .await
+        .expect("clinic applies");
+    let org = summary.org;
+    let admin_email = format!("admin@{slug}.example");
+    auth::create_user(store, org, &admin_email, "Admin", Role::Admin, PASSWORD)
+        .await
+        .unwrap();
+    let staff_email = format!("desk@{slug}.example");
+    let staff_user = auth::create_user(store, org, &staff_email, "Desk", Role::Staff, PASSWORD)
+        .await
+        .unwrap()
+        .to_string();
+    let (key_id, key) = auth::create_api_key(store, org, "crm", Role::Admin)
+        .await
+        .unwrap();
+    store
+        .replace_knowledge(
+            org,
+            &[storage::KnowledgeChunk {
+                id: format!("{slug}/parking"),
+                title: format!("Parking at {slug}"),
+                text: "Free parking behind the building.".into(),
+                model: "test".into(),
+                embedding: vec![0.5; 8],
+            }],
+        )
+        .await
+        .unwrap();
+
+    let (s, v) = rig.login(&admin_email, PASSWORD).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let admin = v["access_token"].as_str().unwrap().to_string();
+    let (s, v) = rig.login(&staff_email, PASSWORD).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let staff = v["access_token"].as_str().unwrap().to_string();
+
+    let sid = call(rig, caller_no, number).await;
+    let call_row = store
+        .get_call(org, &CallSid(sid.clone()))
+        .await
+        .unwrap()
+        .expect("the call is the clinic's");
+    assert_eq!(call_row.to, number);
+
+    let start = Utc::now() + chrono::Duration::days(2);
+    let booked = store
+        .book_appointment(&NewBooking {
+            org,
+            idempotency_key: format!("{slug}-booking"),
+            call_sid: Some(CallSid(sid.clone())),
+            phone: caller_no.into(),
+            name: format!("Patient of {slug}"),
+            service: "cleaning".into(),
+            starts_at: start,
+            ends_at: start + chrono::Duration::minutes(30),
+        })
+        .await
+        .unwrap();
+    let appointment = match booked {
+        storage::BookOutcome::Booked(a) | storage::BookOutcome::AlreadyBooked(a) => {
+            a.id.to_string()
+        }
+        other => panic!("not booked: {other:?}"),
+    };
+    let message = store
+        .take_message(&NewCallback {
+            org,
+            idempotency_key: format!("{slug}-message"),
+            call_sid: Some(CallSid(sid.clone())),
+            name: format!("Caller of {slug}"),
+            phone: caller_no.into(),
+            reason: "call me back about my bill".into(),
+            urgent: true,
+        })
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    let (s, v) = rig
+        .send(
+            Method::PUT,
+            "/api/v1/secrets/twilio_auth_token",
+            Some(&admin),
+            Some(json!({ "value": format!("token-of-{slug}") })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, v) = rig
+        .send(Method::POST, "/api/v1/chat", Some(&admin), Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let chat = v["session"].as_str().unwrap().to_string();
+
+    Tenant {
+        org,
+        slug: slug.into(),
+        admin_email,
+        admin,
+        staff,
+        staff_user,
+        key,
+        key_id: key_id.to_string(),
+        sid,
+        appointment,
+        message,
+        phone: caller_no.into(),
+        chat,
+    }
+}
+
+async fn rig(backend: Backend) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), backend).await;
+    let base = base_url(&server);
+    Rig {
+        server,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        base,
+        _dir: dir,
+    }
+}
+
+/// The `/api/v1` routes the router declares, read from its source: the completeness check
+/// below fails when a route is added without a cross-organisation test.
+fn declared_routes() -> BTreeSet<String> {
+    let sources = [
+        include_str!("../../api/src/staff/mod.rs"),
+        include_str!("../../api/src/staff/webhooks.rs"),
+    ];
+    let mut out = BTreeSet::new();
+    for src in sources {
+        for part in src.split("\"/api/v1/").skip(1) {
+            let path = part.split('"').next().unwrap();
+            if path != "{*rest}" {
+                out.insert(format!("/api/v1/{path}"));
+            }
+        }
+    }
+    out
+}
+
+/// The paths the OpenAPI document describes.
+fn documented_routes(doc: &Value) -> BTreeSet<String> {
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+async fn staff_api(backend: Backend) {
+    let rig = rig(backend).await;
+    let a = tenant(&rig, "clinic-a", NUMBER_A, "+447700900001").await;
+    let b = tenant(&rig, "clinic-b", NUMBER_B, "+447700900002").await;
+    assert_ne!(a.org, b.org);
+
+    auth_flows(&rig, &a, &b).await;
+    cross_org(&rig, &a, &b).await;
+    ranges(&rig, &a, &b).await;
+    live_is_per_org(&rig, &a, &b).await;
+    documented_and_declared(&rig).await;
+    sign_in_is_rate_limited(&rig, &a).await;
+
+    rig.server.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn auth_flows(rig: &Rig, a: &Tenant, b: &Tenant) {
+    // Wrong password and unknown email: the same refusal.
+    let (s, wrong) = rig.login(&a.admin_email, "not the password").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(code(&wrong), "unauthorized", "{wrong}");
+    let (s, unknown) = rig.login("nobody@nowhere.example", PASSWORD).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong["error"]["message"], unknown["error"]["message"]);
+    // Malformed bodies are clear 400s.
+    let resp = rig
+        .http
+        .post(format!("{}/api/v1/auth/login", rig.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert!(!code(&v).is_empty(), "{v}");
+
+    // No credential, a garbage one, a non-Bearer scheme.
+    for bad in [
+        None,
+        Some("garbage"),
+        Some("vxa1.e30.AAAA"),
+        Some("vxk_nothing"),
+    ] {
+        let (s, v) = rig.send(Method::GET, "/api/v1/me", bad, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{bad:?}: {v}");
+        assert_eq!(code(&v), "unauthorized");
+    }
+    let resp = rig
+        .raw(
+            "/api/v1/me",
+            &[("authorization", &format!("Basic {}", a.admin))],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Sign in, refresh, sign out.
+    let (s, t) = rig.login(&a.admin_email, PASSWORD).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["user"]["role"], "admin");
+    assert!(
+        t.to_string().find("password").is_none(),
+        "no hash leaks: {t}"
+    );
+    let access = t["access_token"].as_str().unwrap().to_string();
+    let refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let (s, me) = rig.get("/api/v1/me", &access).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["org"]["id"], json!(a.org.0.to_string()), "{me}");
+
+    let (s, t2) = rig
+        .send(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": refresh })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t2}");
+    let access2 = t2["access_token"].as_str().unwrap().to_string();
+    let refresh2 = t2["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(refresh, refresh2);
+    // A refresh token works once.
+    let (s, v) = rig
+        .send(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": refresh })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(rig.get("/api/v1/me", &access2).await.0, StatusCode::OK);
+
+    // Expired: a token this server signed, an hour and more ago.
+    let claims = token_claims(&access2);
+    let user = uuid::Uuid::parse_str(claims["u"].as_str().unwrap()).unwrap();
+    let session = uuid::Uuid::parse_str(claims["s"].as_str().unwrap()).unwrap();
+    let old = auth::access_token(
+        rig.server.state.keys(),
+        a.org,
+        user,
+        session,
+        Utc::now() - chrono::Duration::hours(3),
+    );
+    let (s, v) = rig.get("/api/v1/me", &old).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("expired"),
+        "{v}"
+    );
+
+    // Forged: a flipped signature; claims moved to another organisation; another key's signature.
+    let mut flipped = access2.clone().into_bytes();
+    let last = flipped.len() - 2;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    assert_eq!(
+        rig.get("/api/v1/me", &flipped).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (body, sig) = access2
+        .strip_prefix("vxa1.")
+        .unwrap()
+        .split_once('.')
+        .unwrap();
+    let mut moved = claims.clone();
+    moved["o"] = json!(b.org.0.to_string());
+    let moved_body = URL_SAFE_NO_PAD.encode(moved.to_string());
+    assert_ne!(moved_body, body);
+    let moved = format!("vxa1.{moved_body}.{sig}");
+    assert_eq!(
+        rig.get("/api/v1/me", &moved).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let other_keys = api::staff::crypto::Keys::from_bytes([7u8; 32], &[]);
+    let foreign = auth::access_token(&other_keys, a.org, user, session, Utc::now());
+    assert_eq!(
+        rig.get("/api/v1/me", &foreign).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A token whose session belongs to another organisation's user, signed by us: refused too.
+    let b_claims = token_claims(&b.admin);
+    let crossed = auth::access_token(
+        rig.server.state.keys(),
+        a.org,
+        uuid::Uuid::parse_str(b_claims["u"].as_str().unwrap()).unwrap(),
+        uuid::Uuid::parse_str(b_claims["s"].as_str().unwrap()).unwrap(),
+        Utc::now(),
+    );
+    assert_eq!(
+        rig.get("/api/v1/me", &crossed).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Sign out: the access token and the refresh token stop working.
+    let (s, _) = rig
+        .send(Method::POST, "/api/v1/auth/logout", Some(&access2), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = rig.get("/api/v1/me", &access2).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let (s, _) = rig
+        .send(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": refresh2 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Other sessions of the same user are untouched.
+    assert_eq!(rig.get("/api/v1/me", &a.admin).await.0, StatusCode::OK);
+
+    // Roles: staff cannot manage users, keys, secrets or the clinic file.
+    for path in ["/api/v1/users", "/api/v1/api-keys", "/api/v1/secrets"] {
+        let (s, v) = rig.get(path, &a.staff).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+        assert_eq!(code(&v), "forbidden");
+    }
+    let (s, _) = rig.get("/api/v1/calls", &a.staff).await;
+    assert_eq!(s, StatusCode::OK, "staff see calls");
+
+    // API keys: work, are scoped to their organisation, and stop working when revoked.
+    let (s, me) = rig.get("/api/v1/me", &a.key).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert_eq!(me["org"]["id"], json!(a.org.0.to_string()));
+    let wrong_secret = format!("{}x", &a.key[..a.key.len() - 1]);
+    assert_eq!(
+        rig.get("/api/v1/me", &wrong_secret).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, created) = rig
+        .send(
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(&a.admin),
+            Some(json!({ "name": "temporary", "role": "staff" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let temp = created["key"].as_str().unwrap().to_string();
+    let temp_id = created["id"].as_str().unwrap().to_string();
+    let (_, listed) = rig.get("/api/v1/api-keys", &a.admin).await;
+    assert!(
+        !listed.to_string().contains(&temp),
+        "a key is shown once, never listed"
+    );
+    assert_eq!(rig.get("/api/v1/calls", &temp).await.0, StatusCode::OK);
+    let (s, _) = rig
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{temp_id}"),
+            Some(&a.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = rig.get("/api/v1/calls", &temp).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+
+    // A disabled user: signed-in sessions and new sign-ins are refused.
+    let (s, created) = rig
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            Some(&a.admin),
+            Some(
+                json!({ "email": "temp@clinic-a.example", "name": "Temp", "role": "staff",
+                         "password": PASSWORD }),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let temp_user = created["id"].as_str().unwrap().to_string();
+    let (s, t) = rig.login("temp@clinic-a.example", PASSWORD).await;
+    assert_eq!(s, StatusCode::OK);
+    let temp_access = t["access_token"].as_str().unwrap().to_string();
+    let (s, _) = rig
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/users/{temp_user}"),
+            Some(&a.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        rig.get("/api/v1/me", &temp_access).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        rig.login("temp@clinic-a.example", PASSWORD).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A short password and a duplicate email are clear 4xx errors.
+    let (s, v) = rig
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            Some(&a.admin),
+            Some(
+                json!({ "email": "x@clinic-a.example", "name": "X", "role": "staff",
+                         "password": "short" }),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = rig
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            Some(&a.admin),
+            Some(
+                json!({ "email": a.admin_email, "name": "Again", "role": "staff",
+                         "password": PASSWORD }),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+}
+
+fn token_claims(token: &str) -> Value {
+    let body = token
+        .strip_prefix("vxa1.")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap()
+}
+
+/// Organisation B, with its own admin token and its own API key, asks for every one of A's
+/// things: each is not found (or absent from B's lists), and A's data is unchanged afterwards.
+async fn cross_org(rig: &Rig, a: &Tenant, b: &Tenant) {
+    let mut covered: BTreeSet<&str> = BTreeSet::new();
+    for token in [b.admin.as_str(), b.key.as_str()] {
+        // Lists: B sees its own, never A's.
+        let (s, v) = rig.get("/api/v1/calls", token).await;
+        assert_eq!(s, StatusCode::OK);
+        let calls = ids(&v, "sid");
+        assert!(calls.contains(&b.sid) && !calls.contains(&a.sid), "{v}");
+        let (_, v) = rig
+            .get(
+                &format!("/api/v1/calls?caller={}", a.phone.replace('+', "%2B")),
+                token,
+            )
+            .await;
+        assert!(items(&v).is_empty(), "{v}");
+        let (_, v) = rig.get("/api/v1/calls?q=cleaning", token).await;
+        assert!(!ids(&v, "sid").contains(&a.sid), "{v}");
+        covered.insert("/api/v1/calls");
+
+        let (s, v) = rig.get(&format!("/api/v1/calls/{}", a.sid), token).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        assert_eq!(code(&v), "not_found");
+        covered.insert("/api/v1/calls/{sid}");
+        let (s, v) = rig
+            .get(&format!("/api/v1/calls/{}/recording", a.sid), token)
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let (s, _) = rig
+            .get(
+                &format!("/api/v1/calls/{}/recording?mix=mono", a.sid),
+                token,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        covered.insert("/api/v1/calls/{sid}/recording");
+
+        let (s, v) = rig
+            .get(
+                "/api/v1/appointments?from=2020-01-01T00:00:00Z&to=2020-12-31T00:00:00Z",
+                token,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (_, v) = rig.get("/api/v1/appointments", token).await;
+        let appts = ids(&v, "id");
+        assert!(
+            appts.contains(&b.appointment) && !appts.contains(&a.appointment),
+            "{v}"
+        );
+        covered.insert("/api/v1/appointments");
+
+        let (_, v) = rig.get("/api/v1/contacts", token).await;
+        assert!(!v.to_string().contains(&a.phone), "{v}");
+        assert!(v.to_string().contains(&b.phone), "{v}");
+        covered.insert("/api/v1/contacts");
+
+        let (_, v) = rig.get("/api/v1/messages?status=all", token).await;
+        let msgs = ids(&v, "id");
+        assert!(
+            msgs.contains(&b.message) && !msgs.contains(&a.message),
+            "{v}"
+        );
+        covered.insert("/api/v1/messages");
+        let (s, v) = rig
+            .send(
+                Method::POST,
+                &format!("/api/v1/messages/{}/done", a.message),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        covered.insert("/api/v1/messages/{id}/done");
+
+        let (_, v) = rig.get("/api/v1/knowledge", token).await;
+        let chunks = ids(&v, "id");
+        assert!(
+            chunks.contains(&format!("{}/parking", b.slug))
+                && !chunks.contains(&format!("{}/parking", a.slug)),
+            "{v}"
+        );
+        covered.insert("/api/v1/knowledge");
+
+        let (_, v) = rig.get("/api/v1/numbers", token).await;
+        let numbers = ids(&v, "e164");
+        assert_eq!(numbers, BTreeSet::from([NUMBER_B.to_string()]), "{v}");
+        covered.insert("/api/v1/numbers");
+
+        let (_, v) = rig.get("/api/v1/clinic", token).await;
+        assert_eq!(v["config"]["clinic"]["id"], json!(b.slug), "{v}");
+        assert!(!v.to_string().contains(NUMBER_A), "{v}");
+        // B cannot write A's clinic file (its id), nor claim A's number.
+        let a_file = clinic_file(&a.slug, "Hijacked", NUMBER_A).to_toml();
+        let (s, v) = put_toml(rig, token, &a_file).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let grab = clinic_file(&b.slug, &b.slug, NUMBER_A).to_toml();
+        let (s, v) = put_toml(rig, token, &grab).await;
+        assert!(
+            s == StatusCode::CONFLICT || s == StatusCode::BAD_REQUEST,
+            "{s}: {v}"
+        );
+        covered.insert("/api/v1/clinic");
+
+        let (_, v) = rig.get("/api/v1/users", token).await;
+        assert!(!v.to_string().contains(&a.admin_email), "{v}");
+        let (s, v) = rig
+            .send(
+                Method::DELETE,
+                &format!("/api/v1/users/{}", a.staff_user),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        covered.insert("/api/v1/users");
+        covered.insert("/api/v1/users/{id}");
+
+        let (_, v) = rig.get("/api/v1/api-keys", token).await;
+        assert!(!ids(&v, "id").contains(&a.key_id), "{v}");
+        let (s, v) = rig
+            .send(
+                Method::DELETE,
+                &format!("/api/v1/api-keys/{}", a.key_id),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        covered.insert("/api/v1/api-keys");
+        covered.insert("/api/v1/api-keys/{id}");
+
+        // Secrets are per organisation by name: B's listing and deletion touch only B's.
+        let (_, v) = rig.get("/api/v1/secrets", token).await;
+        assert!(
+            !v.to_string().contains("token-of-"),
+            "values never returned: {v}"
+        );
+        covered.insert("/api/v1/secrets");
+        covered.insert("/api/v1/secrets/{name}");
+
+        let (s, v) = rig
+            .send(
+                Method::POST,
+                "/api/v1/chat",
+                Some(token),
+                Some(json!({ "session": a.chat, "text": "hello" })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        covered.insert("/api/v1/chat");
+
+        let (s, v) = rig
+            .send(
+                Method::POST,
+                "/api/v1/calls/outbound",
+                Some(token),
+                Some(json!({ "to": "+447700900123", "appointment_id": a.appointment })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        covered.insert("/api/v1/calls/outbound");
+
+        let (_, v) = rig.get("/api/v1/me", token).await;
+        assert_eq!(v["org"]["id"], json!(b.org.0.to_string()));
+        covered.insert("/api/v1/me");
+    }
+    // B deleting "its" twilio_auth_token removes B's, not A's.
+    let (s, _) = rig
+        .send(
+            Method::DELETE,
+            "/api/v1/secrets/twilio_auth_token",
+            Some(&b.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = rig
+        .send(
+            Method::DELETE,
+            "/api/v1/secrets/twilio_auth_token",
+            Some(&b.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "already gone: B's own, once");
+
+    // A's things are all still there and unchanged.
+    let (s, v) = rig.get(&format!("/api/v1/calls/{}", a.sid), &a.admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["call"]["sid"], json!(a.sid));
+    let (_, v) = rig.get("/api/v1/messages?status=open", &a.admin).await;
+    assert!(
+        ids(&v, "id").contains(&a.message),
+        "A's message is still open: {v}"
+    );
+    let (_, v) = rig.get("/api/v1/secrets", &a.admin).await;
+    assert!(v.to_string().contains("twilio_auth_token"), "{v}");
+    assert!(!v.to_string().contains("token-of-"), "{v}");
+    let (_, v) = rig.get("/api/v1/clinic", &a.admin).await;
+    assert_eq!(v["config"]["clinic"]["name"], json!(a.slug), "{v}");
+    assert_eq!(rig.get("/api/v1/me", &a.key).await.0, StatusCode::OK);
+    assert_eq!(
+        rig.login(&format!("desk@{}.example", a.slug), PASSWORD)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (s, v) = rig
+        .send(
+            Method::POST,
+            "/api/v1/chat",
+            Some(&a.admin),
+            Some(json!({ "session": a.chat, "text": "what are your opening hours" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v["reply"].as_array().unwrap().is_empty(), "{v}");
+    // A can mark its own message done; then it is no longer open.
+    let (s, v) = rig
+        .send(
+            Method::POST,
+            &format!("/api/v1/messages/{}/done", a.message),
+            Some(&a.staff),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "done");
+
+    // The live stream is checked in its own step; the OpenAPI document needs no organisation.
+    covered.insert("/api/v1/live");
+    covered.insert("/api/v1/openapi.json");
+    covered.insert("/api/v1/auth/login");
+    covered.insert("/api/v1/auth/refresh");
+    covered.insert("/api/v1/auth/logout");
+    for webhooks in [
+        "/api/v1/webhooks",
+        "/api/v1/webhooks/{id}",
+        "/api/v1/webhooks/{id}/deliveries",
+    ] {
+        // Webhook endpoints are covered by tests/tests/webhooks.rs when they exist.
+        covered.insert(webhooks);
+    }
+    let declared = declared_routes();
+    let missing: Vec<&String> = declared
+        .iter()
+        .filter(|r| !covered.contains(r.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "routes with no cross-organisation check: {missing:?}"
+    );
+}
+
+async fn put_toml(rig: &Rig, token: &str, toml: &str) -> (StatusCode, Value) {
+    let resp = rig
+        .http
+        .put(format!("{}/api/v1/clinic", rig.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/toml")
+        .body(toml.to_string())
+        .send()
+        .await
+        .unwrap();
+    let s = resp.status();
+    (
+        s,
+        serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+/// Recordings: whole, then first, middle, last, suffix and open-ended ranges return exactly those
+/// bytes; unsatisfiable ranges are 416 with the length; mono is a real one-channel WAV; signed
+/// links work without a header and only unaltered.
+async fn ranges(rig: &Rig, a: &Tenant, b: &Tenant) {
+    let path = format!("/api/v1/calls/{}/recording", a.sid);
+    let auth_header = format!("Bearer {}", a.staff);
+    let whole = rig.raw(&path, &[("authorization", &auth_header)]).await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.headers()["content-type"], "audio/wav");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    let full = whole.bytes().await.unwrap().to_vec();
+    let n = full.len();
+    assert!(n > 44 + 8000, "a recording of a real call: {n} bytes");
+    let wav = hound::WavReader::new(std::io::Cursor::new(full.clone())).expect("a WAV file");
+    assert_eq!(wav.spec().channels, 2, "caller and agent");
+    // The stored file itself, byte for byte.
+    let rec = rig
+        .server
+        .state
+        .store()
+        .get_recording(a.org, &CallSid(a.sid.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    if let Some(p) = rig.server.state.recordings().local_path(&rec.location) {
+        assert_eq!(std::fs::read(p).unwrap(), full);
+    }
+
+    let cases: Vec<(String, usize, usize)> = vec![
+        ("bytes=0-99".into(), 0, 99),
+        ("bytes=0-0".into(), 0, 0),
+        (
+            format!("bytes={}-{}", n / 2, n / 2 + 1000),
+            n / 2,
+            n / 2 + 1000,
+        ),
+        (format!("bytes={}-{}", n - 100, n - 1), n - 100, n - 1),
+        (format!("bytes={}-{}", n - 10, n + 5000), n - 10, n - 1),
+        (format!("bytes={}-", n - 321), n - 321, n - 1),
+        ("bytes=-100".into(), n - 100, n - 1),
+        (format!("bytes=-{}", n + 50), 0, n - 1),
+    ];
+    for (range, start, end) in cases {
+        let resp = rig
+            .raw(&path, &[("authorization", &auth_header), ("range", &range)])
+            .await;
+        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            resp.headers()["content-range"],
+            format!("bytes {start}-{end}/{n}").as_str(),
+            "{range}"
+        );
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(body.len(), end - start + 1, "{range}");
+        assert_eq!(&body[..], &full[start..=end], "{range}");
+    }
+    for range in [
+        format!("bytes={n}-"),
+        format!("bytes={}-{}", n + 10, n + 20),
+        "bytes=-0".into(),
+    ] {
+        let resp = rig
+            .raw(&path, &[("authorization", &auth_header), ("range", &range)])
+            .await;
+        assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+        assert_eq!(
+            resp.headers()["content-range"],
+            format!("bytes */{n}").as_str(),
+            "{range}"
+        );
+    }
+
+    // Mono: one channel, the same length of audio.
+    let mono = rig
+        .raw(
+            &format!("{path}?mix=mono"),
+            &[("authorization", &auth_header)],
+        )
+        .await;
+    assert_eq!(mono.status(), StatusCode::OK);
+    let mono = mono.bytes().await.unwrap().to_vec();
+    let m = hound::WavReader::new(std::io::Cursor::new(mono.clone())).expect("a mono WAV");
+    assert_eq!(m.spec().channels, 1);
+    assert_eq!(m.duration(), wav.duration());
+    let resp = rig
+        .raw(
+            &format!("{path}?mix=mono"),
+            &[("authorization", &auth_header), ("range", "bytes=-64")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&resp.bytes().await.unwrap()[..], &mono[mono.len() - 64..]);
+    let (s, v) = rig.get(&format!("{path}?mix=left"), &a.staff).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Signed links (for an <audio> element, which cannot send a header).
+    let (_, detail) = rig.get(&format!("/api/v1/calls/{}", a.sid), &a.staff).await;
+    let url = detail["recording"]["url"]
+        .as_str()
+        .expect("a signed url")
+        .to_string();
+    let resp = rig.raw(&url, &[("range", "bytes=0-43")]).await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&resp.bytes().await.unwrap()[..], &full[..44]);
+    let mono_url = detail["recording"]["mono_url"].as_str().unwrap();
+    let resp = rig.raw(mono_url, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), mono);
+    // Altered: another mix, another organisation, a later expiry, another call.
+    let altered = [
+        url.replace("mix=both", "mix=mono"),
+        url.replace(&a.org.0.to_string(), &b.org.0.to_string()),
+        {
+            let exp: i64 = url
+                .split("exp=")
+                .nth(1)
+                .unwrap()
+                .split('&')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            url.replace(&format!("exp={exp}"), &format!("exp={}", exp + 3600))
+        },
+        url.replace(&a.sid, &b.sid),
+    ];
+    for bad in altered {
+        let resp = rig.raw(&bad, &[]).await;
+        assert!(
+            resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::NOT_FOUND,
+            "{bad}: {}",
+            resp.status()
+        );
+    }
+    // No credential at all.
+    assert_eq!(rig.raw(&path, &[]).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Reads SSE events from `resp` until `stop` says so or `limit` passes.
+async fn read_sse(
+    mut resp: reqwest::Response,
+    limit: Duration,
+    mut stop: impl FnMut(&str, &Value) -> bool,
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(c))) => c,
+            _ => return out,
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut event = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = e.trim().to_string();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            let done = stop(&event, &value);
+            out.push((event, value));
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+/// A's live stream shows A's call as it happens; B's, open at the same time, shows nothing of it.
+async fn live_is_per_org(rig: &Rig, a: &Tenant, b: &Tenant) {
+    let open = |token: &str| {
+        rig.http
+            .get(format!("{}/api/v1/live", rig.base))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let a_live = open(&a.staff).await.unwrap();
+    assert_eq!(a_live.status(), StatusCode::OK);
+    assert!(
+        a_live.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let b_live = open(&b.admin).await.unwrap();
+    assert_eq!(b_live.status(), StatusCode::OK);
+
+    let a_reader = tokio::spawn(read_sse(a_live, Duration::from_secs(60), |e, _| {
+        e == "call.ended"
+    }));
+    let b_reader = tokio::spawn(read_sse(b_live, Duration::from_secs(60), |_, _| false));
+    let sid = call(rig, "+447700900009", NUMBER_A).await;
+    let a_events = a_reader.await.unwrap();
+    let kinds: Vec<&str> = a_events
+        .iter()
+        .filter(|(_, v)| v["event"]["sid"] == json!(sid) || v["sid"] == json!(sid))
+        .map(|(e, _)| e.as_str())
+        .collect();
+    assert!(kinds.contains(&"call.started"), "{a_events:?}");
+    assert!(kinds.contains(&"call.turn"), "{a_events:?}");
+    assert!(kinds.contains(&"call.ended"), "{a_events:?}");
+    assert_eq!(
+        a_events[0].0, "snapshot",
+        "a fresh connection starts with a snapshot"
+    );
+    // B's stream ran for the same call (and a little longer): nothing of A's.
+    b_reader.abort();
+    let b_live = open(&b.admin).await.unwrap();
+    let b_events = read_sse(b_live, Duration::from_secs(2), |_, _| false).await;
+    let all = format!("{b_events:?}");
+    assert!(!all.contains(&sid) && !all.contains(&a.sid), "{all}");
+    assert!(b_events.iter().any(|(e, _)| e == "snapshot"), "{all}");
+
+    // The live stream refuses anonymous and revoked credentials.
+    assert_eq!(
+        rig.raw("/api/v1/live", &[]).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Every route the router declares is in the OpenAPI document and every documented path is
+/// routed (asked with no credential, it answers 401, not the catch-all 404).
+async fn documented_and_declared(rig: &Rig) {
+    let resp = rig.raw("/api/v1/openapi.json", &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let documented = documented_routes(&doc);
+    let declared = declared_routes();
+    let undocumented: Vec<_> = declared.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routed but not documented: {undocumented:?}"
+    );
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let Ok(m) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            let concrete = path
+                .replace("{sid}", "CA00000000000000000000000000000000")
+                .replace("{id}", "00000000-0000-0000-0000-000000000000")
+                .replace("{name}", "twilio_auth_token");
+            let public = [
+                "/api/v1/openapi.json",
+                "/api/v1/auth/login",
+                "/api/v1/auth/refresh",
+            ];
+            let (s, v) = rig.send(m.clone(), &concrete, None, None).await;
+            if public.contains(&path.as_str()) {
+                assert_ne!(s, StatusCode::NOT_FOUND, "{m} {path}: {v}");
+            } else {
+                assert_eq!(
+                    s,
+                    StatusCode::UNAUTHORIZED,
+                    "{m} {path} without a credential: {v}"
+                );
+            }
+        }
+    }
+    // An unknown endpoint is a JSON 404 with a stable code.
+    let (s, v) = rig
+        .send(Method::GET, "/api/v1/nothing-here", None, None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(code(&v), "not_found");
+    // Oversized bodies are refused before they are read.
+    let big = "x".repeat(api::staff::MAX_API_BODY + 1);
+    let resp = rig
+        .http
+        .post(format!("{}/api/v1/auth/login", rig.base))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// Repeated wrong passwords for one email are refused with 429 and Retry-After before the
+/// password is even checked.
+async fn sign_in_is_rate_limited(rig: &Rig, a: &Tenant) {
+    let mut limited = None;
+    for i in 0..50 {
+        let (s, v) = rig.login(&a.admin_email, "wrong password!").await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(code(&v), "rate_limited", "{v}");
+            limited = Some(i);
+            break;
+        }
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    let after = limited.expect("sign-in is rate limited");
+    assert!(after >= 3, "a few mistakes are allowed first: {after}");
+    let resp = rig
+        .http
+        .post(format!("{}/api/v1/auth/login", rig.base))
+        .header("content-type", "application/json")
+        .body(json!({ "email": a.admin_email, "password": PASSWORD }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    assert!(resp.headers().contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_api_sqlite() {
+    staff_api(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_api_postgres() {
+    staff_api(Backend::Postgres).await;
+}
