@@ -13,7 +13,7 @@ use receptionist::dialogue::{CallContext, Direction, Reply};
 use receptionist::session::{Clock, ReceptionistSession};
 use storage::Store;
 
-use crate::receptionist::{LoadedClinic, session};
+use crate::receptionist::LoadedClinic;
 
 /// One text conversation.
 #[derive(Debug)]
@@ -33,13 +33,29 @@ impl Chat {
         direction: Direction,
         clock: Clock,
     ) -> Self {
+        Self::with_events(store, loaded, embedder, from, direction, clock, None)
+    }
+
+    /// [`Chat::new`] whose bookings, changes and messages are published on `events` (the
+    /// dashboard's chat: staff see what it booked in the live stream and webhooks fire).
+    pub fn with_events(
+        store: &Store,
+        loaded: &LoadedClinic,
+        embedder: Option<MiniLm>,
+        from: Option<String>,
+        direction: Direction,
+        clock: Clock,
+        events: Option<crate::staff::events::EventBus>,
+    ) -> Self {
         let context = CallContext {
             call_id: format!("chat-{}", uuid::Uuid::new_v4()),
             caller: from,
             direction,
         };
         Self {
-            session: session(store, loaded, embedder, context, None, clock),
+            session: crate::receptionist::session_with_events(
+                store, loaded, embedder, context, None, clock, events,
+            ),
             history_len: 1,
             last_reply: None,
             ended: false,

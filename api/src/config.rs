@@ -44,7 +44,9 @@ fn list(v: Option<String>) -> Vec<String> {
 }
 
 /// Server configuration.
-#[derive(Debug, Clone)]
+/// `Debug` leaves secrets out (see the impl below): a configuration printed in a log or a panic
+/// message carries no token, key or database password.
+#[derive(Clone)]
 pub struct Config {
     /// `VOXANNE_ADDR`: where to listen. Default `127.0.0.1:8080`.
     pub addr: SocketAddr,
@@ -109,9 +111,70 @@ pub struct Config {
     /// no longer waits for the decode after the 700 ms end-of-turn silence); off with the test
     /// engines, whose scripted transcripts come in request order.
     pub early_transcribe_ms: Option<u32>,
+    /// `VOXANNE_TWILIO_API_URL`: Twilio's REST API base, for placing outbound calls (tests
+    /// point it at a local server). Default `https://api.twilio.com`.
+    pub twilio_api_url: String,
+    /// `VOXANNE_WEBHOOK_RATE`: `burst/per_second`, the Twilio webhook requests (voice,
+    /// status, connect action, media stream upgrades) one client address may make before it is
+    /// answered 429. Default `300/50`: far above what Twilio sends for one clinic line (a voice
+    /// webhook and a few status callbacks per call), far below a flood.
+    pub webhook_rate: (u32, f64),
     /// `VOXANNE_TEST_TRANSCRIPTS`: with the test engines, what the scripted speech-to-text
     /// "hears", `|`-separated, in order. Default: a short booking call ending in "bye".
     pub test_transcripts: Option<Vec<String>>,
+}
+
+/// `burst/per_second`, both above zero.
+fn parse_rate(v: &str) -> Option<(u32, f64)> {
+    let (burst, rate) = v.trim().split_once('/')?;
+    let burst: u32 = burst.trim().parse().ok()?;
+    let rate: f64 = rate.trim().parse().ok()?;
+    (burst > 0 && rate > 0.0 && rate.is_finite()).then_some((burst, rate))
+}
+
+/// `postgres://user:password@host/db` with the password replaced.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| if v.is_some() { "set" } else { "unset" };
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("public_url", &self.public_url)
+            .field("auth_token", &"***")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("secret_key", &set(&self.secret_key))
+            .field("secret_keys_previous", &self.secret_keys_previous.len())
+            .field("cors_origins", &self.cors_origins)
+            .field("metrics_token", &set(&self.metrics_token))
+            .field("data_dir", &self.data_dir)
+            .field("engines", &self.engines)
+            .field("brain", &self.brain)
+            .field("max_calls", &self.max_calls)
+            .field("max_calls_per_number", &self.max_calls_per_number)
+            .field("stt_concurrency", &self.stt_concurrency)
+            .field("models_dir", &self.models_dir)
+            .field("stt_model", &self.stt_model)
+            .field("tts", &self.tts)
+            .field("vad", &self.vad)
+            .field("tts_concurrency", &self.tts_concurrency)
+            .field("early_transcribe_ms", &self.early_transcribe_ms)
+            .field("webhook_rate", &self.webhook_rate)
+            .field("twilio_api_url", &self.twilio_api_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A configuration error, naming the variable.
@@ -215,7 +278,20 @@ impl Config {
             }
         };
         let (data_dir, models_dir) = dirs_from_lookup(&get);
+        let webhook_rate = match nonempty("VOXANNE_WEBHOOK_RATE") {
+            None => (300, 50.0),
+            Some(v) => parse_rate(&v).ok_or_else(|| ConfigError::Invalid {
+                name: "VOXANNE_WEBHOOK_RATE",
+                value: v.clone(),
+                why: "expected burst/per_second with both above zero, e.g. 300/50".into(),
+            })?,
+        };
         Ok(Self {
+            webhook_rate,
+            twilio_api_url: nonempty("VOXANNE_TWILIO_API_URL")
+                .unwrap_or_else(|| crate::outbound::TWILIO_API_BASE.to_string())
+                .trim_end_matches('/')
+                .to_string(),
             addr,
             public_url,
             auth_token,
@@ -334,6 +410,51 @@ mod tests {
         assert_eq!(c.early_transcribe_ms, Some(250));
         let t = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_ENGINES", "test")]).unwrap();
         assert_eq!(t.early_transcribe_ms, None);
+    }
+
+    #[test]
+    fn debug_output_carries_no_secret() {
+        let c = config(&[
+            ("TWILIO_AUTH_TOKEN", "twilio-token-123"),
+            (
+                "DATABASE_URL",
+                "postgres://voxanne:pg-pass-456@db.internal:5432/voxanne",
+            ),
+            ("VOXANNE_SECRET_KEY", "secret-key-789"),
+            ("VOXANNE_SECRET_KEYS_PREVIOUS", "old-key-000"),
+            ("VOXANNE_METRICS_TOKEN", "metrics-token-321"),
+        ])
+        .unwrap();
+        let printed = format!("{c:?} {c:#?}");
+        for secret in [
+            "twilio-token-123",
+            "pg-pass-456",
+            "secret-key-789",
+            "old-key-000",
+            "metrics-token-321",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("postgres://voxanne:***@db.internal:5432/voxanne"));
+        assert!(printed.contains("metrics_token: \"set\""), "{printed}");
+    }
+
+    #[test]
+    fn webhook_rate_is_burst_and_rate_or_a_clear_error() {
+        let c = config(&[("TWILIO_AUTH_TOKEN", "t")]).unwrap();
+        assert_eq!(c.webhook_rate, (300, 50.0));
+        let c = config(&[
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("VOXANNE_WEBHOOK_RATE", "5 / 0.5"),
+        ])
+        .unwrap();
+        assert_eq!(c.webhook_rate, (5, 0.5));
+        for bad in ["5", "0/1", "5/0", "a/b", "5/-1", "5/inf"] {
+            let e = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_WEBHOOK_RATE", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("VOXANNE_WEBHOOK_RATE"), "{bad}: {e}");
+        }
     }
 
     #[test]

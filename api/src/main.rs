@@ -490,8 +490,7 @@ async fn main() -> anyhow::Result<()> {
             let account_sid = std::env::var("TWILIO_ACCOUNT_SID")
                 .context("TWILIO_ACCOUNT_SID is needed to place calls")?;
             let request = api::outbound::CallRequest {
-                api_base: std::env::var("VOXANNE_TWILIO_API_URL")
-                    .unwrap_or_else(|_| api::outbound::TWILIO_API_BASE.into()),
+                api_base: config.twilio_api_url.clone(),
                 account_sid,
                 auth_token: config.auth_token.clone(),
                 from,

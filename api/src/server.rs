@@ -215,6 +215,8 @@ pub struct Metrics {
     /// Calls declined because their number had `max_calls_per_number` calls.
     pub calls_rejected_number_busy: AtomicU64,
     pub webhooks_forbidden: AtomicU64,
+    /// Twilio webhooks and stream upgrades answered 429 (`VOXANNE_WEBHOOK_RATE`).
+    pub webhook_rate_limited: AtomicU64,
     /// Transfers a brain asked for to a number other than the clinic's transfer number.
     pub transfers_refused: AtomicU64,
     pub malformed_messages: AtomicU64,
@@ -232,6 +234,7 @@ impl Default for Metrics {
             calls_rejected_busy: AtomicU64::new(0),
             calls_rejected_number_busy: AtomicU64::new(0),
             webhooks_forbidden: AtomicU64::new(0),
+            webhook_rate_limited: AtomicU64::new(0),
             transfers_refused: AtomicU64::new(0),
             malformed_messages: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
@@ -257,6 +260,7 @@ impl AppState {
     ) -> Self {
         let recordings: Arc<dyn RecordingStore> =
             Arc::new(LocalRecordingStore::in_data_dir(&config.data_dir));
+        let (webhook_burst, webhook_rate) = config.webhook_rate;
         Self {
             inner: Arc::new(Inner {
                 call_slots: Arc::new(Semaphore::new(config.max_calls)),
@@ -279,9 +283,8 @@ impl AppState {
                 // 10 attempts, then one every 6 s: a person mistyping is never stopped, a
                 // password guesser gets 10 a minute per address and per email.
                 login_limit: RateLimiter::new(10, 1.0 / 6.0),
-                // Twilio sends a voice webhook and a few status callbacks per call; 300 at once
-                // and 50 a second from one address is far above one clinic line's traffic.
-                webhook_limit: RateLimiter::new(300, 50.0),
+                // Twilio sends a voice webhook and a few status callbacks per call.
+                webhook_limit: RateLimiter::new(webhook_burst, webhook_rate),
                 chats: Default::default(),
             }),
         }
@@ -561,12 +564,16 @@ pub fn router(state: AppState) -> Router {
         .route("/twilio/voice", post(voice_webhook))
         .route("/twilio/status", post(status_callback))
         .route("/twilio/connect-action", post(connect_action))
-        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES));
+        .route("/twilio/media", get(media_stream))
+        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            twilio_rate_limit,
+        ));
     let cors = crate::staff::cors(&state.config().cors_origins);
     let api = crate::staff::api_routes().layer(cors);
     let mut app = Router::new()
         .merge(twilio)
-        .route("/twilio/media", get(media_stream))
         .merge(
             // Operational detail: loopback, or the metrics token (see `staff::ops`).
             Router::new()
@@ -607,6 +614,40 @@ pub fn router(state: AppState) -> Router {
         crate::staff::ops::MakeId,
     ))
     .with_state(state)
+}
+
+/// Twilio's webhooks and stream upgrades, per client address: past `VOXANNE_WEBHOOK_RATE`, 429
+/// with `Retry-After` before any signature is checked or any database work is done.
+async fn twilio_rate_limit(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    if !state.webhook_limit().allow(&format!("twilio:{peer}")) {
+        state
+            .metrics()
+            .webhook_rate_limited
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(peer = %peer, path = %req.uri().path(), "Twilio webhook rate limit reached; answered 429");
+        let retry = state
+            .webhook_limit()
+            .retry_after()
+            .as_secs()
+            .max(1)
+            .to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry)],
+            "rate limited",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// An HTTP error: a status and a short body; details go to the log, never to the client.
@@ -907,6 +948,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "voxanne_webhooks_forbidden_total",
             "Webhooks and streams with a bad signature.",
             load(&m.webhooks_forbidden),
+        ),
+        (
+            "voxanne_webhooks_rate_limited_total",
+            "Twilio webhooks and stream upgrades answered 429 (VOXANNE_WEBHOOK_RATE).",
+            load(&m.webhook_rate_limited),
         ),
         (
             "voxanne_transfers_refused_total",

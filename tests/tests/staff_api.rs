@@ -1242,3 +1242,84 @@ async fn staff_api_sqlite() {
 async fn staff_api_postgres() {
     staff_api(Backend::Postgres).await;
 }
+
+/// Twilio's public webhooks are rate limited per client address before any signature check:
+/// past the burst, 429 with Retry-After (the limit here is 5 with almost no refill, so the test
+/// depends on no timing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_webhooks_are_rate_limited_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(config(
+        dir.path(),
+        None,
+        &[("VOXANNE_WEBHOOK_RATE", "5/0.01")],
+    ))
+    .await;
+    let base = base_url(&server);
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for path in [
+        "/twilio/voice",
+        "/twilio/status",
+        "/twilio/voice",
+        "/twilio/connect-action",
+    ]
+    .iter()
+    .cycle()
+    .take(8)
+    {
+        let resp = http
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("CallSid=CA00000000000000000000000000000001&From=%2B15550100001")
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(retry >= 1);
+        }
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [403, 403, 403, 403, 403, 429, 429, 429],
+        "unsigned: 403 until the limit"
+    );
+    // A media stream upgrade from the same address is refused too.
+    let ws =
+        tokio_tungstenite::connect_async(format!("{}/twilio/media", base.replace("http", "ws")))
+            .await;
+    match ws {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("expected 429, got {other:?}"),
+    }
+    // The staff API has its own limits.
+    let resp = http
+        .get(format!("{base}/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("voxanne_webhooks_rate_limited_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("voxanne_webhooks_forbidden_total 5"),
+        "{metrics}"
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}

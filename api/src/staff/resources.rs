@@ -608,13 +608,14 @@ pub async fn chat(
         }
         None => {
             let loaded = state.clinic_for(auth.org).await;
-            let c = crate::chat::Chat::new(
+            let c = crate::chat::Chat::with_events(
                 state.store(),
                 &loaded,
                 state.embedder().cloned(),
                 None,
                 Direction::Inbound,
                 crate::receptionist::system_clock(),
+                Some(state.events().clone()),
             );
             let opening = c.opening();
             let id = super::crypto::random_token(16);
@@ -693,8 +694,7 @@ pub async fn outbound(
         ));
     };
     let request = crate::outbound::CallRequest {
-        api_base: std::env::var("VOXANNE_TWILIO_API_URL")
-            .unwrap_or_else(|_| crate::outbound::TWILIO_API_BASE.to_string()),
+        api_base: state.config().twilio_api_url.clone(),
         account_sid,
         auth_token,
         from,
