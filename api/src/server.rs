@@ -143,10 +143,11 @@ const CLINIC_LOAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// thousand calls a day, so this is weeks of calls, at ~100 bytes each ~10 MB at most.
 const ENDED_STREAMS_MAX: usize = 100_000;
 
-/// How long an ended stream's CallSid is remembered: 24 h, Twilio's longest possible call (its
-/// `timeLimit` maximum), plus the webhook's own retries, is well inside it. Stream tokens do not
-/// expire, so past this (or after a restart, when the memory is empty) a replay is refused by
-/// the call's stored recording instead ([`RecordingStore::exists`]), and a recording is never
+/// How long an ended stream's CallSid is remembered: 24 h, far past a stream token's life
+/// ([`telephony::webhook::STREAM_TOKEN_MAX_AGE_SECS`], 10 min), so while this process runs a
+/// replay of a token that is still fresh is refused here. After a restart (the memory is empty)
+/// it is refused by the call's stored recording ([`RecordingStore::exists`]), which retention
+/// keeps for a day at least; later than that the token has expired. A recording is never
 /// overwritten in any case ([`RecordingStore::put`]).
 const ENDED_STREAM_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -771,6 +772,7 @@ async fn voice_webhook(
         &hook.call_sid,
         &org_s,
         &assistant_s,
+        chrono::Utc::now().timestamp(),
     );
     info!(call_sid = %hook.call_sid, org_id = %org_s, "incoming call");
     let action = format!("{}/twilio/connect-action", state.config().public_url);
@@ -1112,20 +1114,20 @@ impl CallHooks for ApiHooks {
                     .unwrap_or_default()
             };
             let (org_s, assistant_s, token) = (param("org"), param("assistant"), param("token"));
-            if !verify_stream_token(
+            verify_stream_token(
                 &state.config().auth_token,
                 &token,
                 &start.call_sid,
                 &org_s,
                 &assistant_s,
-            ) {
-                return Err(Rejected("stream token does not match the call".into()));
-            }
+                chrono::Utc::now().timestamp(),
+            )
+            .map_err(|e| Rejected(e.to_string()))?;
             let org = OrgId(org_s.parse().map_err(|_| Rejected("bad org".into()))?);
             let sid = CallSid(start.call_sid.clone());
-            // A CallSid gets one stream, ever, decided before the stream takes a call slot: the
-            // token does not expire, so a replay of it must not start the call again. The stored
-            // recording answers for calls this process has forgotten (a restart).
+            // A CallSid gets one stream, ever, decided before the stream takes a call slot: a
+            // replay of a token still inside its 10 minutes must not start the call again. The
+            // stored recording answers for calls this process has forgotten (a restart).
             match state.inner.recordings.exists(org, &sid).await {
                 Ok(true) => {
                     return Err(Rejected(

@@ -6,6 +6,8 @@
 //! keyed with the auth token, over the CallSid and the organisation/assistant it chose. The
 //! stream is accepted only if the token matches the CallSid Twilio reports in `start`.
 
+use std::fmt;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
@@ -92,31 +94,121 @@ impl StatusCallback {
     }
 }
 
-/// Signs the binding of a call to an organisation and assistant.
-pub fn stream_token(auth_token: &str, call_sid: &str, org: &str, assistant: &str) -> String {
+/// How long a stream token is accepted after the voice webhook issued it. Twilio opens the
+/// stream as soon as it runs the `<Connect><Stream>` the webhook returned (seconds), and never
+/// reopens one, so a token older than this is a replay. It bounds what a captured token is
+/// worth: once a call's recording has been deleted by retention (a day at the least) and the
+/// server has restarted, nothing else remembers that the call had its stream.
+pub const STREAM_TOKEN_MAX_AGE_SECS: i64 = 10 * 60;
+
+/// Signs the binding of a call to an organisation and assistant at `issued` (Unix seconds):
+/// `<issued>.<mac>`.
+pub fn stream_token(
+    auth_token: &str,
+    call_sid: &str,
+    org: &str,
+    assistant: &str,
+    issued: i64,
+) -> String {
+    format!(
+        "{issued}.{}",
+        stream_mac(auth_token, call_sid, org, assistant, issued)
+    )
+}
+
+fn stream_mac(auth_token: &str, call_sid: &str, org: &str, assistant: &str, issued: i64) -> String {
     let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("any key");
-    for part in ["voxanne-stream", call_sid, org, assistant] {
+    let issued = issued.to_string();
+    for part in ["voxanne-stream", call_sid, org, assistant, &issued] {
         mac.update(part.as_bytes());
         mac.update(b"\n");
     }
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
-/// Checks a token from a stream's `start` message, in constant time.
+/// Why a stream token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamTokenError {
+    /// Not signed by us for this call, organisation and assistant (or not a token at all).
+    Invalid,
+    /// Ours, but issued more than [`STREAM_TOKEN_MAX_AGE_SECS`] before `now` (or in the future).
+    Expired,
+}
+
+impl fmt::Display for StreamTokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Invalid => "stream token does not match the call",
+            Self::Expired => "stream token has expired (a replayed stream)",
+        })
+    }
+}
+
+/// Checks a token from a stream's `start` message at `now` (Unix seconds): the MAC in constant
+/// time, then its age.
 pub fn verify_stream_token(
     auth_token: &str,
     token: &str,
     call_sid: &str,
     org: &str,
     assistant: &str,
-) -> bool {
-    let expected = stream_token(auth_token, call_sid, org, assistant);
-    !auth_token.is_empty() && bool::from(expected.as_bytes().ct_eq(token.as_bytes()))
+    now: i64,
+) -> Result<(), StreamTokenError> {
+    let (issued_s, mac) = token.split_once('.').ok_or(StreamTokenError::Invalid)?;
+    let issued: i64 = issued_s.parse().map_err(|_| StreamTokenError::Invalid)?;
+    let expected = stream_mac(auth_token, call_sid, org, assistant, issued);
+    if auth_token.is_empty() || !bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) {
+        return Err(StreamTokenError::Invalid);
+    }
+    // A minute of slack for clocks across a cluster of servers sharing the auth token.
+    if now - issued > STREAM_TOKEN_MAX_AGE_SECS || issued - now > 60 {
+        return Err(StreamTokenError::Expired);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_token_binds_the_call_and_expires() {
+        let t = stream_token("secret", "CA1", "org", "asst", 1_000_000);
+        let check = |token: &str, sid: &str, now: i64| {
+            verify_stream_token("secret", token, sid, "org", "asst", now)
+        };
+        assert_eq!(check(&t, "CA1", 1_000_000), Ok(()));
+        assert_eq!(
+            check(&t, "CA1", 1_000_000 + STREAM_TOKEN_MAX_AGE_SECS),
+            Ok(())
+        );
+        assert_eq!(
+            check(&t, "CA1", 1_000_001 + STREAM_TOKEN_MAX_AGE_SECS),
+            Err(StreamTokenError::Expired)
+        );
+        assert_eq!(
+            check(&t, "CA1", 1_000_000 - 61),
+            Err(StreamTokenError::Expired)
+        );
+        assert_eq!(check(&t, "CA2", 1_000_000), Err(StreamTokenError::Invalid));
+        // Moving the issue time forward breaks the MAC.
+        let moved = t.replacen("1000000.", "1000500.", 1);
+        assert_eq!(
+            check(&moved, "CA1", 1_000_500),
+            Err(StreamTokenError::Invalid)
+        );
+        for bad in ["", ".", "x.y", "1000000", "1000000."] {
+            assert_eq!(
+                check(bad, "CA1", 1_000_000),
+                Err(StreamTokenError::Invalid),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            verify_stream_token("", &t, "CA1", "org", "asst", 1_000_000),
+            Err(StreamTokenError::Invalid)
+        );
+    }
 
     #[test]
     fn parses_a_voice_webhook() {
@@ -142,18 +234,16 @@ mod tests {
 
     #[test]
     fn stream_tokens_bind_call_org_and_assistant() {
-        let t = stream_token("secret", "CA1", "org", "asst");
-        assert!(verify_stream_token("secret", &t, "CA1", "org", "asst"));
-        assert!(!verify_stream_token("secret", &t, "CA2", "org", "asst"));
-        assert!(!verify_stream_token("secret", &t, "CA1", "other", "asst"));
-        assert!(!verify_stream_token("secret", &t, "CA1", "org", "other"));
-        assert!(!verify_stream_token("other", &t, "CA1", "org", "asst"));
-        assert!(!verify_stream_token(
-            "",
-            &stream_token("", "CA1", "o", "a"),
-            "CA1",
-            "o",
-            "a"
-        ));
+        let t = stream_token("secret", "CA1", "org", "asst", 7);
+        let ok = |key: &str, sid: &str, org: &str, asst: &str| {
+            verify_stream_token(key, &t, sid, org, asst, 7).is_ok()
+        };
+        assert!(ok("secret", "CA1", "org", "asst"));
+        assert!(!ok("secret", "CA2", "org", "asst"));
+        assert!(!ok("secret", "CA1", "other", "asst"));
+        assert!(!ok("secret", "CA1", "org", "other"));
+        assert!(!ok("other", "CA1", "org", "asst"));
+        let keyless = stream_token("", "CA1", "o", "a", 7);
+        assert!(verify_stream_token("", &keyless, "CA1", "o", "a", 7).is_err());
     }
 }

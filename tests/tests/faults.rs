@@ -170,12 +170,16 @@ async fn a_replayed_stream_for_a_finished_call_is_refused_and_its_recording_kept
     let (default_org, assistant) = store.ensure_default_org().await.unwrap();
     assert_eq!(default_org, org);
     let (org_s, assistant_s) = (org.to_string(), assistant.to_string());
-    let token = telephony::webhook::stream_token(AUTH_TOKEN, &sid.0, &org_s, &assistant_s);
-    let parameters = [
-        ("org", org_s.clone()),
-        ("assistant", assistant_s.clone()),
-        ("token", token),
-    ];
+    let params_issued_at = |issued: i64| {
+        let token =
+            telephony::webhook::stream_token(AUTH_TOKEN, &sid.0, &org_s, &assistant_s, issued);
+        [
+            ("org", org_s.clone()),
+            ("assistant", assistant_s.clone()),
+            ("token", token),
+        ]
+    };
+    let parameters = params_issued_at(chrono::Utc::now().timestamp());
 
     let check_nothing_changed = |what: &str, replay: &Replay| {
         assert!(replay.closed, "{what}: the replayed stream was not closed");
@@ -219,6 +223,33 @@ async fn a_replayed_stream_for_a_finished_call_is_refused_and_its_recording_kept
         std::fs::read(&path).unwrap(),
         wav,
         "the recording was changed"
+    );
+
+    // Retention deletes the recording (file, then row; a day after the call at the soonest) and
+    // the server restarts: nothing remembers the call had its stream but the token's age. A
+    // token captured from that call is refused as expired, and nothing is recorded for it.
+    std::fs::remove_file(&path).unwrap();
+    assert!(store.delete_recording_row(org, &sid).await.unwrap());
+    server.shutdown(Duration::from_secs(5)).await;
+    let server = start_with(config(dir.path(), None, &[])).await;
+    let day_ago = chrono::Utc::now().timestamp() - 24 * 3600;
+    let replay = replay_stream(&server, &sid.0, &params_issued_at(day_ago)).await;
+    check_nothing_changed("replay after retention and a restart", &replay);
+    calls_finished(&server).await;
+    drain_writes(&server).await;
+    assert!(!path.exists(), "the replay recorded the call again");
+    assert!(!staging.exists(), "the replay recorded into staging");
+    assert_eq!(store.get_recording(org, &sid).await.unwrap(), None);
+    assert_eq!(
+        store
+            .list_turns(org, &sid)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| (&t.role, &t.text))
+            .collect::<Vec<_>>(),
+        turns.iter().map(|t| (&t.role, &t.text)).collect::<Vec<_>>(),
+        "the replay added turns"
     );
     server.shutdown(Duration::from_secs(5)).await;
 }
