@@ -148,7 +148,8 @@ impl Rig {
         let Some(template) = self.template(path) else {
             assert_eq!(status, StatusCode::NOT_FOUND, "{what}: not documented");
             if let Some((v, _)) = body {
-                let e = schema::errors(&self.doc, &json!({"$ref": "#/components/schemas/Error"}), v);
+                let e =
+                    schema::errors(&self.doc, &json!({"$ref": "#/components/schemas/Error"}), v);
                 assert!(e.is_empty(), "{what}: {e:?}: {v}");
             }
             return;
@@ -205,7 +206,9 @@ impl Rig {
                 continue;
             }
             for status in op["responses"].as_object().unwrap().keys() {
-                let Ok(s) = status.parse::<u16>() else { continue };
+                let Ok(s) = status.parse::<u16>() else {
+                    continue;
+                };
                 let key = (path.to_string(), method.to_string(), s);
                 if (200..300).contains(&s) && !seen.contains(&key) {
                     unseen.push(key);
@@ -353,7 +356,9 @@ mod schema {
         out: &mut Vec<String>,
     ) {
         if depth > MAX_DEPTH {
-            out.push(format!("{at}: schemas nested deeper than {MAX_DEPTH} ($ref cycle?)"));
+            out.push(format!(
+                "{at}: schemas nested deeper than {MAX_DEPTH} ($ref cycle?)"
+            ));
             return;
         }
         let Some(s) = schema.as_object() else {
@@ -429,7 +434,10 @@ mod schema {
         if let Some(allowed) = s.get("enum").and_then(Value::as_array)
             && !allowed.contains(v)
         {
-            out.push(format!("{at}: {v} is not one of {}", Value::from(allowed.clone())));
+            out.push(format!(
+                "{at}: {v} is not one of {}",
+                Value::from(allowed.clone())
+            ));
         }
         if let Some(c) = s.get("const")
             && c != v
@@ -1594,7 +1602,10 @@ async fn documented_and_declared(rig: &Rig) {
         .send(Method::GET, "/api/v1/openapi.json", None, None)
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(doc, rig.doc, "the served document is the one checked against");
+    assert_eq!(
+        doc, rig.doc,
+        "the served document is the one checked against"
+    );
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3."),
         "{}",
@@ -1661,9 +1672,16 @@ async fn documented_and_declared(rig: &Rig) {
 async fn remaining_responses(rig: &Rig, a: &Tenant, b: &Tenant) {
     let (s, all) = rig.get("/api/v1/calls", &a.admin).await;
     assert_eq!(s, StatusCode::OK, "{all}");
-    assert_eq!(all["next_cursor"], Value::Null, "one page holds them: {all}");
+    assert_eq!(
+        all["next_cursor"],
+        Value::Null,
+        "one page holds them: {all}"
+    );
     let all: Vec<&Value> = items(&all).iter().map(|c| &c["sid"]).collect();
-    assert!(all.len() >= 2, "A's calls: the tenant's and the live one: {all:?}");
+    assert!(
+        all.len() >= 2,
+        "A's calls: the tenant's and the live one: {all:?}"
+    );
     let mut paged = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..=all.len() {
@@ -1801,8 +1819,7 @@ fn the_document_describes_every_response() {
                 assert!(content.is_none(), "{what}: a 416 has no body");
                 continue;
             }
-            let c = &content.unwrap_or_else(|| panic!("{what} {status}: no content"))
-                ["application/json"];
+            let c = &content.unwrap_or_else(|| panic!("{what} {status}: no content"))["application/json"];
             assert_eq!(
                 c["schema"]["$ref"], "#/components/schemas/Error",
                 "{what} {status}"
@@ -1824,7 +1841,10 @@ fn the_document_describes_every_response() {
                 ps.iter()
                     .any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true)
             });
-            assert!(documented, "{what}: the path parameter {name} is not documented");
+            assert!(
+                documented,
+                "{what}: the path parameter {name} is not documented"
+            );
         }
         if ["post", "put"].contains(&method) {
             let body = op.get("requestBody");
@@ -1903,9 +1923,15 @@ fn the_validator_refuses_bad_instances() {
         ("a wrong type", with("disabled", json!("no"))),
         ("an integer for a string", with("name", json!(7))),
         ("null where not nullable", with("name", Value::Null)),
-        ("an undocumented property", with("password_hash", json!("$argon2id$"))),
+        (
+            "an undocumented property",
+            with("password_hash", json!("$argon2id$")),
+        ),
         ("a value outside the enum", with("role", json!("owner"))),
-        ("a malformed date-time", with("created_at", json!("yesterday"))),
+        (
+            "a malformed date-time",
+            with("created_at", json!("yesterday")),
+        ),
         ("a malformed uuid", with("id", json!("42"))),
         ("not an object", json!([good.clone()])),
     ] {
@@ -1931,8 +1957,15 @@ fn the_validator_refuses_bad_instances() {
         &json!({ "call": {}, "turns": [{ "seq": 0 }], "events": [], "recording": null,
                  "appointments": [], "messages": [] }),
     );
-    assert!(e.iter().any(|e| e.contains("$.turns[0]") && e.contains("latency")), "{e:?}");
-    assert!(e.iter().any(|e| e.contains("$.call") && e.contains("sid")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| e.contains("$.turns[0]") && e.contains("latency")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|e| e.contains("$.call") && e.contains("sid")),
+        "{e:?}"
+    );
     // A keyword it cannot check is an error, not a pass.
     let pattern = json!({ "type": "string", "pattern": "^x" });
     assert!(!schema::errors(&doc, &pattern, &json!("y")).is_empty());
@@ -1965,7 +1998,11 @@ async fn sign_in_is_rate_limited(rig: &Rig, a: &Tenant) {
     let (s, v) = rig
         .read_json(&Method::POST, "/api/v1/auth/login", resp)
         .await;
-    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "even the right password waits: {v}");
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
