@@ -9,6 +9,7 @@
 //! - a provider that keeps failing is skipped by every call for a while ([`breaker`],
 //!   [`provider`]).
 
+pub mod brain;
 pub mod breaker;
 pub mod prompt;
 pub mod provider;
@@ -16,5 +17,6 @@ pub mod sentences;
 pub mod settings;
 pub mod tools;
 
+pub use brain::{Fallback, Filler, LlmBrain};
 pub use provider::{Provider, Providers};
 pub use settings::{LlmDefaults, LlmSettings};
