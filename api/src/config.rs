@@ -519,6 +519,75 @@ mod tests {
     }
 
     #[test]
+    fn the_llm_brain_needs_its_server_and_model_named() {
+        let base = [("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_BRAIN", "llm")];
+        let err = |vars: &[(&str, &str)]| config(vars).unwrap_err().to_string();
+        assert!(
+            err(&base).contains("VOXANNE_LLM_BASE_URL"),
+            "{}",
+            err(&base)
+        );
+        let with_url = [
+            base[0],
+            base[1],
+            ("VOXANNE_LLM_BASE_URL", "http://127.0.0.1:11434/v1"),
+        ];
+        assert!(err(&with_url).contains("VOXANNE_LLM_MODEL"));
+        let c = config(&[
+            with_url[0],
+            with_url[1],
+            with_url[2],
+            ("VOXANNE_LLM_MODEL", "llama3.1"),
+            ("VOXANNE_LLM_API_KEY", "sk-secret-1"),
+            ("VOXANNE_LLM_TEMPERATURE", "0.3"),
+            ("VOXANNE_LLM_MAX_TOKENS", "200"),
+            (
+                "VOXANNE_LLM_HEADERS",
+                "X-Gateway: g1; OpenAI-Organization: org-2",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.brain,
+            BrainChoice::Receptionist,
+            "per-call sessions, wrapped"
+        );
+        assert!(c.llm.default_on);
+        assert_eq!(c.llm.model.as_deref(), Some("llama3.1"));
+        assert_eq!(c.llm.temperature, Some(0.3));
+        assert_eq!(c.llm.max_tokens, Some(200));
+        assert_eq!(
+            c.llm.headers,
+            [
+                ("X-Gateway".to_string(), "g1".to_string()),
+                ("OpenAI-Organization".to_string(), "org-2".to_string())
+            ]
+        );
+        assert!(
+            !format!("{c:?}").contains("sk-secret-1"),
+            "the key stays out of logs"
+        );
+        for (name, value) in [
+            ("VOXANNE_LLM_BASE_URL", "api.openai.com"),
+            ("VOXANNE_LLM_TEMPERATURE", "3"),
+            ("VOXANNE_LLM_MAX_TOKENS", "0"),
+            ("VOXANNE_LLM_HEADERS", "no colon"),
+        ] {
+            let mut vars = vec![
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("VOXANNE_LLM_BASE_URL", "http://x/v1"),
+                ("VOXANNE_LLM_MODEL", "m"),
+            ];
+            vars.retain(|(k, _)| *k != name);
+            vars.push((name, value));
+            assert!(err(&vars).contains(name), "{name}={value}: {}", err(&vars));
+        }
+        // Without VOXANNE_BRAIN=llm the variables are defaults for clinics' `[llm]` tables.
+        let off = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_LLM_MODEL", "m")]).unwrap();
+        assert!(!off.llm.default_on);
+    }
+
+    #[test]
     fn debug_output_carries_no_secret() {
         let c = config(&[
             ("TWILIO_AUTH_TOKEN", "twilio-token-123"),

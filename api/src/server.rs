@@ -436,12 +436,12 @@ impl AppState {
     /// `[llm]` table say so, else `session` itself. LLM settings that cannot be used (no
     /// model, a key variable not set, a header refused) leave the call with the offline
     /// receptionist and a warning: a caller is never left without a brain.
-    pub fn brain_for(
+    pub async fn brain_for(
         &self,
         loaded: &LoadedClinic,
         session: ReceptionistSession,
     ) -> Arc<dyn agent::engine::Brain> {
-        match self.llm_brain(loaded, session, None) {
+        match self.llm_brain(loaded, session, None).await {
             Ok(b) => b,
             Err(session) => Arc::new(session),
         }
@@ -449,30 +449,66 @@ impl AppState {
 
     /// The LLM brain for `loaded`'s calls, or `session` back when the clinic's calls use the
     /// offline receptionist. `filler`: said by the brain itself (text paths with no call core).
-    pub fn llm_brain(
+    pub async fn llm_brain(
         &self,
         loaded: &LoadedClinic,
         session: ReceptionistSession,
         filler: Option<llm::Filler>,
     ) -> Result<Arc<dyn agent::engine::Brain>, ReceptionistSession> {
-        let settings = match self
+        match self.llm_provider(loaded).await {
+            Some(p) => Ok(Arc::new(llm::LlmBrain::with_filler(session, p, filler))),
+            None => Err(session),
+        }
+    }
+
+    /// The provider `loaded`'s calls use, if they use the LLM (`None`: the offline
+    /// receptionist, also when the settings cannot be used, with a warning).
+    ///
+    /// The API key: the clinic file's `api_key`, else its `api_key_env`, else the
+    /// organisation's sealed `llm_api_key` secret (`PUT /api/v1/secrets/llm_api_key`), else
+    /// `VOXANNE_LLM_API_KEY`.
+    pub async fn llm_provider(&self, loaded: &LoadedClinic) -> Option<llm::Provider> {
+        let mut settings = match self
             .inner
             .config
             .llm
             .resolve(loaded.clinic.file.llm.as_ref(), |k| std::env::var(k).ok())
         {
             Ok(Some(s)) => s,
-            Ok(None) => return Err(session),
+            Ok(None) => return None,
             Err(e) => {
                 warn!(org = %loaded.org.0, error = %e, "the clinic's LLM settings cannot be used; the offline receptionist answers");
-                return Err(session);
+                return None;
             }
         };
+        let file_has_key = loaded
+            .clinic
+            .file
+            .llm
+            .as_ref()
+            .is_some_and(|s| s.api_key.is_some() || s.api_key_env.is_some());
+        if !file_has_key {
+            match tokio::time::timeout(
+                CLINIC_LOAD_TIMEOUT,
+                crate::staff::resources::open_secret(self, loaded.org, "llm_api_key"),
+            )
+            .await
+            {
+                Ok(Ok(Some(key))) => settings.api_key = Some(key),
+                Ok(Ok(None)) => {}
+                Ok(Err(_)) => {
+                    warn!(org = %loaded.org.0, "the clinic's llm_api_key secret cannot be opened; using the server's key")
+                }
+                Err(_) => {
+                    warn!(org = %loaded.org.0, "the clinic's llm_api_key secret timed out; using the server's key")
+                }
+            }
+        }
         match self.inner.llm.provider(&settings) {
-            Ok(p) => Ok(Arc::new(llm::LlmBrain::with_filler(session, p, filler))),
+            Ok(p) => Some(p),
             Err(e) => {
                 warn!(org = %loaded.org.0, error = %e, "the clinic's LLM provider cannot be set up; the offline receptionist answers");
-                Err(session)
+                None
             }
         }
     }
@@ -1280,7 +1316,7 @@ impl CallHooks for ApiHooks {
             let _ = tokio::time::timeout(CALLER_LOOKUP_TIMEOUT, session.prepare()).await;
             let opening = session.opening();
             let brain: Option<Arc<dyn agent::engine::Brain>> = match state.config().brain {
-                BrainChoice::Receptionist => Some(state.brain_for(&loaded, session)),
+                BrainChoice::Receptionist => Some(state.brain_for(&loaded, session).await),
                 BrainChoice::Shared => None,
             };
             // A clinic file's greeting (or a reminder's opening) wins; an organisation without

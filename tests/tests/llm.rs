@@ -549,9 +549,21 @@ async fn a_call_through_audio_is_answered_by_the_llm() {
             ("VOXANNE_BRAIN", "llm"),
             ("VOXANNE_LLM_BASE_URL", &base_url),
             ("VOXANNE_LLM_MODEL", "test-model"),
+            ("VOXANNE_LLM_API_KEY", "server-key"),
         ],
     );
     let server = common::start_with(config).await;
+    // The organisation's sealed key wins over the server's.
+    let (default_org, _) = server.state.store().ensure_default_org().await.unwrap();
+    api::staff::resources::seal_and_store(
+        server.state.store(),
+        server.state.keys(),
+        default_org,
+        "llm_api_key",
+        "clinic-key",
+    )
+    .await
+    .unwrap();
     let after = |ms| LineStart::AfterAgent {
         pause: Duration::from_millis(ms),
     };
@@ -580,6 +592,13 @@ async fn a_call_through_audio_is_answered_by_the_llm() {
         report.first_audio_after_line
     );
     assert_eq!(fake.request_count(), 4);
+    assert!(
+        fake.authorizations()
+            .iter()
+            .all(|a| a.as_deref() == Some("Bearer clinic-key")),
+        "{:?}",
+        fake.authorizations()
+    );
 
     let store = server.state.store().clone();
     let org = common::org_of(&report);

@@ -160,6 +160,8 @@ pub fn tool_calls(before: Option<&str>, calls: &[Call<'_>], per: usize) -> Strea
 pub struct FakeLlm {
     script: Arc<Mutex<VecDeque<Reply>>>,
     requests: Arc<Mutex<Vec<Value>>>,
+    /// Each request's `Authorization` header.
+    auth: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl FakeLlm {
@@ -186,6 +188,11 @@ impl FakeLlm {
     /// Requests received so far (their JSON bodies).
     pub fn requests(&self) -> Vec<Value> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// Each request's `Authorization` header, in order.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.auth.lock().unwrap().clone()
     }
 
     pub fn request_count(&self) -> usize {
@@ -244,8 +251,18 @@ fn streaming(body: Body) -> Response {
         .unwrap()
 }
 
-async fn completions(State(fake): State<FakeLlm>, body: Bytes) -> Response {
+async fn completions(
+    State(fake): State<FakeLlm>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    fake.auth.lock().unwrap().push(
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+    );
     fake.requests.lock().unwrap().push(request.clone());
     let mut reply = fake
         .script
