@@ -491,7 +491,6 @@ impl Inner {
             now,
             caller_said_yes: u.yes,
         };
-        let mut exchange: Vec<ChatCompletionRequestMessage> = Vec::new();
         let mut action: Option<Action> = None;
         let mut filler_due = self.filler.as_ref().map(|f| started + f.after);
         let mut splitter = SentenceSplitter::new();
@@ -533,7 +532,6 @@ impl Inner {
                 if let Some(a) = action {
                     out.send(BrainEvent::Action(a)).await;
                 }
-                self.remember(request.history.len(), exchange).await;
                 return Ok(());
             }
             // Text before the tool calls is spoken now, whole.
@@ -565,7 +563,9 @@ impl Inner {
                 }
                 .into();
             messages.push(assistant_calls.clone());
-            exchange.push(assistant_calls);
+            // Kept round by round, not at the end of the turn: a reply cut off by a barge-in
+            // after its tools ran was partly heard, and the model must see what it did.
+            let mut exchange = vec![assistant_calls];
             for (call, wire) in r.calls.iter().zip(&calls) {
                 let ChatCompletionMessageToolCalls::Function(wire) = wire else {
                     continue;
@@ -598,16 +598,14 @@ impl Inner {
                 messages.push(result.clone());
                 exchange.push(result);
             }
+            self.remember(request.history.len(), exchange).await;
         }
         // Tools already run stay done (idempotent keys); the offline receptionist answers.
-        self.remember(request.history.len(), exchange).await;
         Err(Fallback::TooManyRounds(settings.max_rounds))
     }
 
+    /// Keeps a tool round (the assistant's calls and their results) for later turns.
     async fn remember(&self, history_len: usize, messages: Vec<ChatCompletionRequestMessage>) {
-        if messages.is_empty() {
-            return;
-        }
         self.memory.lock().await.exchanges.push(Exchange {
             history_len,
             messages,
