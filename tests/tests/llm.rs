@@ -642,3 +642,122 @@ async fn a_call_through_audio_is_answered_by_the_llm() {
         0
     );
 }
+
+/// The call core re-asks a turn whose reply nobody heard (same history length, the caller's
+/// words merged): the abandoned reply's tool exchange is forgotten; a heard reply's is kept.
+#[tokio::test]
+async fn an_abandoned_replys_tool_exchange_is_forgotten_and_a_heard_ones_kept() {
+    use agent::engine::{Brain, BrainEvent, BrainRequest, CallerInput, Message, Role};
+    use futures_util::StreamExt;
+
+    let rig = rig().await;
+    let providers = Providers::new();
+    let clock = api::chat::clock_from(Some(now()), rig.loaded.clinic.tz).unwrap();
+    let session = api::receptionist::session(
+        &rig.store,
+        &rig.loaded,
+        Some(rig.embedder.clone()),
+        receptionist::dialogue::CallContext {
+            call_id: "CAreask".into(),
+            caller: Some(CALLER.into()),
+            direction: Direction::Inbound,
+        },
+        None,
+        clock,
+    );
+    let brain = llm::LlmBrain::new(
+        session,
+        providers.provider(&settings(&rig.base_url)).unwrap(),
+    );
+    let greeting = Message {
+        role: Role::Agent,
+        text: "Thank you for calling Bright Smile Dental.".into(),
+    };
+    let check = |id: &'static str| {
+        Reply::Stream(tool_calls(
+            None,
+            &[Call(
+                id,
+                "check_availability",
+                json!({ "service": "Cleaning", "date": "2026-12-09" }).to_string(),
+            )],
+            6,
+        ))
+    };
+    let said = |brain: &llm::LlmBrain, history: Vec<Message>, input: &str| {
+        let mut events = brain.respond(BrainRequest {
+            history,
+            input: CallerInput::Speech(input.into()),
+        });
+        async move {
+            let mut say = Vec::new();
+            while let Some(e) = events.next().await {
+                if let Ok(BrainEvent::Text(t)) = e {
+                    say.push(t);
+                }
+            }
+            say
+        }
+    };
+    let tool_ids = |req: &Value| -> Vec<String> {
+        req["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| m["tool_call_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Turn 1: tools run, the reply is then abandoned unheard.
+    rig.fake.push(check("call_abandoned"));
+    rig.fake
+        .push(Reply::Stream(text("Wednesday at nine is free.", 4)));
+    said(&brain, vec![greeting.clone()], "Any cleaning on Wednesday?").await;
+
+    // Asked again with the same history: the abandoned exchange is not in the request.
+    rig.fake.push(check("call_heard"));
+    rig.fake
+        .push(Reply::Stream(text("Wednesday at nine or ten.", 4)));
+    let s = said(
+        &brain,
+        vec![greeting.clone()],
+        "Any cleaning on Wednesday? Or Thursday.",
+    )
+    .await;
+    assert_eq!(s, ["Wednesday at nine or ten."]);
+    let requests = rig.fake.requests();
+    assert!(
+        tool_ids(&requests[2]).is_empty(),
+        "{:?}",
+        roles(&requests[2])
+    );
+
+    // Heard (in part): the next turn sees that reply's exchange, and only it.
+    let history = vec![
+        greeting,
+        Message {
+            role: Role::Caller,
+            text: "Any cleaning on Wednesday? Or Thursday.".into(),
+        },
+        Message {
+            role: Role::Agent,
+            text: "Wednesday at nine".into(),
+        },
+    ];
+    said(&brain, history, "Nine is fine.").await;
+    let requests = rig.fake.requests();
+    assert_eq!(tool_ids(&requests[4]), ["call_heard"]);
+    assert_eq!(
+        roles(&requests[4]),
+        [
+            "system",
+            "assistant",
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "user"
+        ]
+    );
+}
