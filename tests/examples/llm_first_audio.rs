@@ -222,12 +222,21 @@ async fn main() {
             .find(|(_, e)| e.starts_with("say \"One moment"))
             .map(|(t, _)| *t);
         let fallback = first(&ev, "llm_fallback").unwrap();
+        let reason = ev
+            .iter()
+            .find(|(_, e)| e.starts_with("llm_fallback"))
+            .and_then(|(_, e)| {
+                serde_json::from_str::<serde_json::Value>(e.trim_start_matches("llm_fallback "))
+                    .ok()
+            })
+            .map(|d| d["reason"].as_str().unwrap_or("?").to_string())
+            .unwrap_or_default();
         let answer = ev
             .iter()
             .find(|(t, e)| *t >= fallback && e.starts_with("say"))
             .map(|(t, _)| *t);
         println!(
-            "{name}: filler at {} ms, fallback at {fallback} ms, offline answer at {} ms",
+            "{name}: filler at {} ms, fallback ({reason}) at {fallback} ms, offline answer at {} ms",
             filler.map_or("-".into(), |f| f.to_string()),
             answer.map_or("-".into(), |a| a.to_string())
         );
