@@ -19,6 +19,10 @@ use crate::receptionist::LoadedClinic;
 #[derive(Debug)]
 pub struct Chat {
     session: ReceptionistSession,
+    /// The LLM brain over `session`'s twin, when the clinic's calls use it ([`Chat::with_llm`]).
+    llm: Option<llm::LlmBrain>,
+    /// The conversation as the brain's history (the LLM path; every reply heard whole).
+    history: Vec<agent::engine::Message>,
     history_len: usize,
     last_reply: Option<String>,
     pub ended: bool,
@@ -56,30 +60,122 @@ impl Chat {
             session: crate::receptionist::session_with_events(
                 store, loaded, embedder, context, None, clock, events,
             ),
+            llm: None,
+            history: Vec::new(),
             history_len: 1,
             last_reply: None,
             ended: false,
         }
     }
 
+    /// The same chat answered by the LLM on `provider`, with the offline receptionist behind it
+    /// (as a call with that clinic's `[llm]` settings). The brain says `filler` itself when the
+    /// first token is late, as there is no call core here to say one.
+    pub fn with_llm(mut self, provider: llm::Provider, filler: Option<llm::Filler>) -> Self {
+        let Self { session, .. } = &self;
+        let twin = ReceptionistSession::new(
+            session.clinic().clone(),
+            session.context().clone(),
+            session.tools(),
+            session.clock(),
+        );
+        self.llm = Some(llm::LlmBrain::with_filler(twin, provider, filler));
+        self
+    }
+
+    /// The receptionist answering (the LLM brain's offline one on the LLM path).
+    fn offline(&self) -> &ReceptionistSession {
+        match &self.llm {
+            Some(b) => b.offline(),
+            None => &self.session,
+        }
+    }
+
     /// Recognises a returning caller by their number (before [`Chat::opening`]).
     pub async fn prepare(&self) {
-        self.session.prepare().await;
+        self.offline().prepare().await;
     }
 
     /// The agent's first line.
     pub fn opening(&self) -> String {
-        self.session.opening()
+        self.offline().opening()
     }
 
     /// The caller says `text`; the whole reply was heard.
     pub async fn say(&mut self, text: &str) -> Reply {
+        if self.llm.is_some() {
+            return self.say_llm(text).await;
+        }
         let reply = self
             .session
             .reply(self.history_len, self.last_reply.as_deref(), text)
             .await;
         self.history_len += 2;
         self.last_reply = Some(reply.say.join(" "));
+        if reply.action.is_some() {
+            self.ended = true;
+        }
+        reply
+    }
+
+    /// [`Chat::say`] through the LLM brain: its events gathered into a [`Reply`].
+    async fn say_llm(&mut self, text: &str) -> Reply {
+        use agent::engine::{Brain, BrainEvent, BrainRequest, CallerInput, Message, Role};
+        use futures_util::StreamExt;
+        let Some(brain) = &self.llm else {
+            return Reply::default();
+        };
+        if self.history.is_empty() {
+            self.history.push(Message {
+                role: Role::Agent,
+                text: self.offline().opening(),
+            });
+        }
+        let request = BrainRequest {
+            history: self.history.clone(),
+            input: CallerInput::Speech(text.to_string()),
+        };
+        let mut reply = Reply::default();
+        let mut events = brain.respond(request);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(BrainEvent::Text(t)) => reply.say.push(t),
+                Ok(BrainEvent::Action(a)) => reply.action = Some(a),
+                Ok(BrainEvent::Note { kind, detail }) => {
+                    let detail: serde_json::Value =
+                        serde_json::from_str(&detail).unwrap_or(json!(detail));
+                    if kind == "tool_call" {
+                        let name = detail["name"]
+                            .as_str()
+                            .and_then(llm::tools::static_name)
+                            .unwrap_or("unknown");
+                        reply.tools.push(receptionist::dialogue::ToolCall {
+                            name,
+                            arguments: detail["arguments"].clone(),
+                            result: detail["result"].clone(),
+                        });
+                    } else {
+                        reply.notes.push((kind, detail));
+                    }
+                }
+                Err(e) => {
+                    reply
+                        .notes
+                        .push(("error", json!({ "error": e.to_string() })));
+                    break;
+                }
+            }
+        }
+        self.history.push(Message {
+            role: Role::Caller,
+            text: text.to_string(),
+        });
+        if !reply.say.is_empty() {
+            self.history.push(Message {
+                role: Role::Agent,
+                text: reply.say.join(" "),
+            });
+        }
         if reply.action.is_some() {
             self.ended = true;
         }

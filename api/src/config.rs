@@ -78,8 +78,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `VOXANNE_ENGINES`: `embedded` (default) or `test`.
     pub engines: EngineChoice,
-    /// `VOXANNE_BRAIN`: `receptionist` (default) or `echo` (with the test engines only).
+    /// `VOXANNE_BRAIN`: `receptionist` (default), `llm` (every clinic's calls through an
+    /// OpenAI-compatible server, see [`Config::llm`]) or `echo` (with the test engines only).
     pub brain: BrainChoice,
+    /// `VOXANNE_LLM_*`: the server's LLM defaults, under each clinic file's `[llm]` table
+    /// (`default_on` is `VOXANNE_BRAIN=llm`). A clinic with an `[llm]` table uses the LLM even
+    /// when `VOXANNE_BRAIN` is `receptionist`.
+    pub llm: llm::LlmDefaults,
     /// `VOXANNE_MAX_CALLS`: concurrent calls accepted; more get a polite busy message. Default:
     /// with the embedded engines, [`CALLS_PER_CORE`] per core (what the cores sustain: beyond
     /// it every call's replies slow down together); with the test engines, 100.
@@ -124,6 +129,102 @@ pub struct Config {
     pub test_transcripts: Option<Vec<String>>,
 }
 
+/// `VOXANNE_BRAIN=llm` and `VOXANNE_LLM_*` from the process environment alone, for commands
+/// that need no whole [`Config`] (`voxanne chat`).
+pub fn llm_from_env() -> Result<llm::LlmDefaults, ConfigError> {
+    let get = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+    let on = get("VOXANNE_BRAIN").as_deref() == Some("llm");
+    llm_defaults(&get, on)
+}
+
+/// `VOXANNE_LLM_*`. With `VOXANNE_BRAIN=llm` the base URL and the model are required: the
+/// caller's words go to that server, so where is never a default.
+fn llm_defaults(
+    nonempty: &impl Fn(&str) -> Option<String>,
+    default_on: bool,
+) -> Result<llm::LlmDefaults, ConfigError> {
+    let base_url = nonempty("VOXANNE_LLM_BASE_URL").map(|u| u.trim().to_string());
+    if let Some(url) = &base_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ConfigError::Invalid {
+            name: "VOXANNE_LLM_BASE_URL",
+            value: url.clone(),
+            why: "expected an http:// or https:// URL ending in the API's version, e.g. \
+                  https://api.openai.com/v1 or http://127.0.0.1:11434/v1"
+                .into(),
+        });
+    }
+    let model = nonempty("VOXANNE_LLM_MODEL").map(|m| m.trim().to_string());
+    if default_on {
+        if base_url.is_none() {
+            return Err(ConfigError::Missing {
+                name: "VOXANNE_LLM_BASE_URL",
+                why: "VOXANNE_BRAIN=llm sends callers' words to an OpenAI-compatible server; \
+                      name it (e.g. https://api.openai.com/v1)",
+            });
+        }
+        if model.is_none() {
+            return Err(ConfigError::Missing {
+                name: "VOXANNE_LLM_MODEL",
+                why: "VOXANNE_BRAIN=llm needs the model to ask (e.g. gpt-4o-mini, llama3.1)",
+            });
+        }
+    }
+    let temperature = match nonempty("VOXANNE_LLM_TEMPERATURE") {
+        None => None,
+        Some(v) => match v.trim().parse::<f32>() {
+            Ok(t) if (0.0..=2.0).contains(&t) => Some(t),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "VOXANNE_LLM_TEMPERATURE",
+                    value: v,
+                    why: "expected a number from 0 to 2".into(),
+                });
+            }
+        },
+    };
+    let max_tokens = match nonempty("VOXANNE_LLM_MAX_TOKENS") {
+        None => None,
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(n) if (1..=4096).contains(&n) => Some(n),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "VOXANNE_LLM_MAX_TOKENS",
+                    value: v,
+                    why: "expected a whole number from 1 to 4096".into(),
+                });
+            }
+        },
+    };
+    let mut headers = Vec::new();
+    if let Some(v) = nonempty("VOXANNE_LLM_HEADERS") {
+        for pair in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            match pair.split_once(':') {
+                Some((k, val)) if !k.trim().is_empty() => {
+                    headers.push((k.trim().to_string(), val.trim().to_string()))
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "VOXANNE_LLM_HEADERS",
+                        value: "(not shown: may hold keys)".into(),
+                        why: "expected `Name: value` pairs separated by `;`".into(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(llm::LlmDefaults {
+        default_on,
+        base_url,
+        model,
+        api_key: nonempty("VOXANNE_LLM_API_KEY"),
+        temperature,
+        max_tokens,
+        headers,
+    })
+}
+
 /// `burst/per_second`, both above zero.
 fn parse_rate(v: &str) -> Option<(u32, f64)> {
     let (burst, rate) = v.trim().split_once('/')?;
@@ -162,6 +263,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("engines", &self.engines)
             .field("brain", &self.brain)
+            .field("llm", &self.llm)
             .field("max_calls", &self.max_calls)
             .field("max_calls_per_number", &self.max_calls_per_number)
             .field("stt_concurrency", &self.stt_concurrency)
@@ -230,17 +332,20 @@ impl Config {
                 });
             }
         };
-        let brain = match nonempty("VOXANNE_BRAIN").as_deref() {
-            None | Some("receptionist") => BrainChoice::Receptionist,
-            Some("echo") if engines == EngineChoice::Test => BrainChoice::Shared,
+        let (brain, llm_default_on) = match nonempty("VOXANNE_BRAIN").as_deref() {
+            None | Some("receptionist") => (BrainChoice::Receptionist, false),
+            Some("llm") => (BrainChoice::Receptionist, true),
+            Some("echo") if engines == EngineChoice::Test => (BrainChoice::Shared, false),
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "VOXANNE_BRAIN",
                     value: other.into(),
-                    why: "expected `receptionist` (or `echo` with VOXANNE_ENGINES=test)".into(),
+                    why: "expected `receptionist`, `llm` (or `echo` with VOXANNE_ENGINES=test)"
+                        .into(),
                 });
             }
         };
+        let llm = llm_defaults(&nonempty, llm_default_on)?;
         let number = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
             match nonempty(name) {
                 None => Ok(default),
@@ -304,6 +409,7 @@ impl Config {
             data_dir,
             engines,
             brain,
+            llm,
             stt_model: nonempty("VOXANNE_STT_MODEL").unwrap_or_else(|| "base".into()),
             tts,
             piper_voice: nonempty("VOXANNE_PIPER_VOICE").map(PathBuf::from),
@@ -410,6 +516,75 @@ mod tests {
         assert_eq!(c.early_transcribe_ms, Some(250));
         let t = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_ENGINES", "test")]).unwrap();
         assert_eq!(t.early_transcribe_ms, None);
+    }
+
+    #[test]
+    fn the_llm_brain_needs_its_server_and_model_named() {
+        let base = [("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_BRAIN", "llm")];
+        let err = |vars: &[(&str, &str)]| config(vars).unwrap_err().to_string();
+        assert!(
+            err(&base).contains("VOXANNE_LLM_BASE_URL"),
+            "{}",
+            err(&base)
+        );
+        let with_url = [
+            base[0],
+            base[1],
+            ("VOXANNE_LLM_BASE_URL", "http://127.0.0.1:11434/v1"),
+        ];
+        assert!(err(&with_url).contains("VOXANNE_LLM_MODEL"));
+        let c = config(&[
+            with_url[0],
+            with_url[1],
+            with_url[2],
+            ("VOXANNE_LLM_MODEL", "llama3.1"),
+            ("VOXANNE_LLM_API_KEY", "sk-secret-1"),
+            ("VOXANNE_LLM_TEMPERATURE", "0.3"),
+            ("VOXANNE_LLM_MAX_TOKENS", "200"),
+            (
+                "VOXANNE_LLM_HEADERS",
+                "X-Gateway: g1; OpenAI-Organization: org-2",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.brain,
+            BrainChoice::Receptionist,
+            "per-call sessions, wrapped"
+        );
+        assert!(c.llm.default_on);
+        assert_eq!(c.llm.model.as_deref(), Some("llama3.1"));
+        assert_eq!(c.llm.temperature, Some(0.3));
+        assert_eq!(c.llm.max_tokens, Some(200));
+        assert_eq!(
+            c.llm.headers,
+            [
+                ("X-Gateway".to_string(), "g1".to_string()),
+                ("OpenAI-Organization".to_string(), "org-2".to_string())
+            ]
+        );
+        assert!(
+            !format!("{c:?}").contains("sk-secret-1"),
+            "the key stays out of logs"
+        );
+        for (name, value) in [
+            ("VOXANNE_LLM_BASE_URL", "api.openai.com"),
+            ("VOXANNE_LLM_TEMPERATURE", "3"),
+            ("VOXANNE_LLM_MAX_TOKENS", "0"),
+            ("VOXANNE_LLM_HEADERS", "no colon"),
+        ] {
+            let mut vars = vec![
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("VOXANNE_LLM_BASE_URL", "http://x/v1"),
+                ("VOXANNE_LLM_MODEL", "m"),
+            ];
+            vars.retain(|(k, _)| *k != name);
+            vars.push((name, value));
+            assert!(err(&vars).contains(name), "{name}={value}: {}", err(&vars));
+        }
+        // Without VOXANNE_BRAIN=llm the variables are defaults for clinics' `[llm]` tables.
+        let off = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_LLM_MODEL", "m")]).unwrap();
+        assert!(!off.llm.default_on);
     }
 
     #[test]

@@ -412,7 +412,7 @@ async fn chat(
         None => None,
     };
     let clock = api::chat::clock_from(now, loaded.clinic.tz)?;
-    let chat = api::chat::Chat::new(
+    let mut chat = api::chat::Chat::new(
         &store,
         &loaded,
         embedder(&models_dir),
@@ -420,6 +420,17 @@ async fn chat(
         receptionist::dialogue::Direction::Inbound,
         clock,
     );
+    // The clinic's LLM, as its calls would have it (`VOXANNE_BRAIN=llm` or its `[llm]` table).
+    let defaults = api::config::llm_from_env()?;
+    if let Some(settings) = defaults
+        .resolve(loaded.clinic.file.llm.as_ref(), |k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("the clinic's LLM settings: {e}"))?
+    {
+        let provider = llm::Providers::new()
+            .provider(&settings)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        chat = chat.with_llm(provider, Some(llm::Filler::default()));
+    }
     let stdin = std::io::stdin();
     api::chat::run(chat, stdin.lock(), std::io::stdout(), json).await?;
     store.close().await;

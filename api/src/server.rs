@@ -89,6 +89,9 @@ struct Inner {
     /// The last clinic loaded for each organisation: a call whose clinic cannot be loaded
     /// (database slow or down at setup) is answered with this instead of silence.
     clinics: Mutex<HashMap<OrgId, LoadedClinic>>,
+    /// The LLM providers every call shares: one connection pool and one circuit breaker per
+    /// OpenAI-compatible server (see `llm::provider`).
+    llm: llm::Providers,
     /// Sentence embeddings for knowledge answers (`None`: knowledge questions are answered
     /// "I don't have that information" and offered a person or a message).
     embedder: Option<MiniLm>,
@@ -220,6 +223,11 @@ pub struct Metrics {
     pub webhook_rate_limited: AtomicU64,
     /// Transfers a brain asked for to a number other than the clinic's transfer number.
     pub transfers_refused: AtomicU64,
+    /// Caller turns the LLM answered (`llm_turn` events with `brain: llm`).
+    pub llm_turns: AtomicU64,
+    /// LLM turns answered by the offline receptionist instead (`llm_fallback` events:
+    /// provider errors, timeouts, cut streams, garbage, breaker open).
+    pub llm_fallbacks: AtomicU64,
     pub malformed_messages: AtomicU64,
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
@@ -237,6 +245,8 @@ impl Default for Metrics {
             webhooks_forbidden: AtomicU64::new(0),
             webhook_rate_limited: AtomicU64::new(0),
             transfers_refused: AtomicU64::new(0),
+            llm_turns: AtomicU64::new(0),
+            llm_fallbacks: AtomicU64::new(0),
             malformed_messages: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
@@ -278,6 +288,7 @@ impl AppState {
                 number_calls: Mutex::new(HashMap::new()),
                 numbers: Mutex::new(HashMap::new()),
                 clinics: Mutex::new(HashMap::new()),
+                llm: llm::Providers::new(),
                 embedder,
                 keys,
                 events: EventBus::new(),
@@ -418,6 +429,87 @@ impl AppState {
             Err(_) => {
                 warn!("clinic config load timed out; answering from the cache");
                 cached().unwrap_or_else(|| LoadedClinic::fallback(org, name))
+            }
+        }
+    }
+
+    /// The call's brain: the LLM over `session` if the server's defaults and the clinic's
+    /// `[llm]` table say so, else `session` itself. LLM settings that cannot be used (no
+    /// model, a key variable not set, a header refused) leave the call with the offline
+    /// receptionist and a warning: a caller is never left without a brain.
+    pub async fn brain_for(
+        &self,
+        loaded: &LoadedClinic,
+        session: ReceptionistSession,
+    ) -> Arc<dyn agent::engine::Brain> {
+        match self.llm_brain(loaded, session, None).await {
+            Ok(b) => b,
+            Err(session) => Arc::new(session),
+        }
+    }
+
+    /// The LLM brain for `loaded`'s calls, or `session` back when the clinic's calls use the
+    /// offline receptionist. `filler`: said by the brain itself (text paths with no call core).
+    pub async fn llm_brain(
+        &self,
+        loaded: &LoadedClinic,
+        session: ReceptionistSession,
+        filler: Option<llm::Filler>,
+    ) -> Result<Arc<dyn agent::engine::Brain>, ReceptionistSession> {
+        match self.llm_provider(loaded).await {
+            Some(p) => Ok(Arc::new(llm::LlmBrain::with_filler(session, p, filler))),
+            None => Err(session),
+        }
+    }
+
+    /// The provider `loaded`'s calls use, if they use the LLM (`None`: the offline
+    /// receptionist, also when the settings cannot be used, with a warning).
+    ///
+    /// The API key: the clinic file's `api_key`, else its `api_key_env`, else the
+    /// organisation's sealed `llm_api_key` secret (`PUT /api/v1/secrets/llm_api_key`), else
+    /// `VOXANNE_LLM_API_KEY`.
+    pub async fn llm_provider(&self, loaded: &LoadedClinic) -> Option<llm::Provider> {
+        let mut settings = match self
+            .inner
+            .config
+            .llm
+            .resolve(loaded.clinic.file.llm.as_ref(), |k| std::env::var(k).ok())
+        {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => {
+                warn!(org = %loaded.org.0, error = %e, "the clinic's LLM settings cannot be used; the offline receptionist answers");
+                return None;
+            }
+        };
+        let file_has_key = loaded
+            .clinic
+            .file
+            .llm
+            .as_ref()
+            .is_some_and(|s| s.api_key.is_some() || s.api_key_env.is_some());
+        if !file_has_key {
+            match tokio::time::timeout(
+                CLINIC_LOAD_TIMEOUT,
+                crate::staff::resources::open_secret(self, loaded.org, "llm_api_key"),
+            )
+            .await
+            {
+                Ok(Ok(Some(key))) => settings.api_key = Some(key),
+                Ok(Ok(None)) => {}
+                Ok(Err(_)) => {
+                    warn!(org = %loaded.org.0, "the clinic's llm_api_key secret cannot be opened; using the server's key")
+                }
+                Err(_) => {
+                    warn!(org = %loaded.org.0, "the clinic's llm_api_key secret timed out; using the server's key")
+                }
+            }
+        }
+        match self.inner.llm.provider(&settings) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!(org = %loaded.org.0, error = %e, "the clinic's LLM provider cannot be set up; the offline receptionist answers");
+                None
             }
         }
     }
@@ -962,6 +1054,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             load(&m.transfers_refused),
         ),
         (
+            "voxanne_llm_turns_total",
+            "Caller turns answered by the LLM brain.",
+            load(&m.llm_turns),
+        ),
+        (
+            "voxanne_llm_fallbacks_total",
+            "LLM turns answered by the offline receptionist instead (provider error, timeout, cut stream, garbage, breaker open).",
+            load(&m.llm_fallbacks),
+        ),
+        (
             "voxanne_malformed_messages_total",
             "Media stream messages dropped as malformed.",
             load(&m.malformed_messages),
@@ -1216,7 +1318,7 @@ impl CallHooks for ApiHooks {
             let _ = tokio::time::timeout(CALLER_LOOKUP_TIMEOUT, session.prepare()).await;
             let opening = session.opening();
             let brain: Option<Arc<dyn agent::engine::Brain>> = match state.config().brain {
-                BrainChoice::Receptionist => Some(Arc::new(session)),
+                BrainChoice::Receptionist => Some(state.brain_for(&loaded, session).await),
                 BrainChoice::Shared => None,
             };
             // A clinic file's greeting (or a reminder's opening) wins; an organisation without
@@ -1314,6 +1416,21 @@ impl CallHooks for ApiHooks {
     }
 
     fn event(&self, call: &CallInfo, event: &CallEvent) {
+        match event.kind {
+            "llm_fallback" => {
+                self.state
+                    .metrics()
+                    .llm_fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            "llm_turn" if event.detail.contains(r#""brain":"llm""#) => {
+                self.state
+                    .metrics()
+                    .llm_turns
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
         let Some(org) = call_org(call) else { return };
         if let Ok(mut h) = self.held.lock() {
             h.facts.event(event.kind, &event.detail);

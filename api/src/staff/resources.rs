@@ -489,7 +489,8 @@ pub async fn rotate_secrets(
     Ok(n)
 }
 
-async fn seal_and_store(
+/// Seals `value` with the current key and stores it as `org`'s secret `name`.
+pub async fn seal_and_store(
     store: &storage::Store,
     keys: &super::crypto::Keys,
     org: storage::OrgId,
@@ -608,7 +609,7 @@ pub async fn chat(
         }
         None => {
             let loaded = state.clinic_for(auth.org).await;
-            let c = crate::chat::Chat::with_events(
+            let mut c = crate::chat::Chat::with_events(
                 state.store(),
                 &loaded,
                 state.embedder().cloned(),
@@ -617,6 +618,10 @@ pub async fn chat(
                 crate::receptionist::system_clock(),
                 Some(state.events().clone()),
             );
+            // The clinic's calls' brain: the LLM (saying its own filler) when configured.
+            if let Some(p) = state.llm_provider(&loaded).await {
+                c = c.with_llm(p, Some(llm::Filler::default()));
+            }
             let opening = c.opening();
             let id = super::crypto::random_token(16);
             let chat = std::sync::Arc::new(tokio::sync::Mutex::new(c));
