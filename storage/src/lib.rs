@@ -106,6 +106,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod time;
+mod webhooks;
 
 pub use error::StoreError;
 pub use ids::{AssistantId, CallSid, OrgId};
@@ -124,4 +125,8 @@ pub use staff::{
 pub use store::{
     DEFAULT_ASSISTANT_ID, DEFAULT_ORG_ID, DEFAULT_PAGE, MAX_PAGE, SQLITE_FILE_NAME, Store,
     StoreOptions, sha256_hex,
+};
+pub use webhooks::{
+    AttemptOutcome, ClaimedDelivery, DELIVERY_DELIVERED, DELIVERY_FAILED, DELIVERY_PENDING,
+    WebhookDelivery, WebhookEndpoint, WebhookQueueState,
 };
