@@ -34,8 +34,10 @@ const PASSWORD: &str = "correct horse battery";
 
 /// Short waits so retries happen within the test; six attempts in all.
 const FAST_RETRIES: &str = "200ms,200ms,200ms,200ms,200ms";
-/// The receiver that hangs is given up on after this.
-const TIMEOUT: &str = "1s";
+/// The receiver that hangs is given up on after this. Not shorter: an attempt the receiver
+/// answered at once must never time out on a loaded machine (it would then be sent again, and
+/// the receiver would rightly see it twice).
+const TIMEOUT: &str = "3s";
 
 /// Longest any wait for a delivery may take: generous, for a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -524,6 +526,16 @@ async fn deliveries_retried_signed_and_once(backend: Backend) {
         "no list: every type: {v}"
     );
 
+    // An endpoint whose receiver never recovers: the booking is given up on after six attempts.
+    let ea_broken = create_endpoint(
+        &rig,
+        &a.admin,
+        &format!("{hooks}/a-broken"),
+        Some(&["appointment.booked"]),
+    )
+    .await;
+    receiver.plan("a-broken", "appointment.booked", &[Answer::Fail; 6]);
+
     // A call to clinic A: call.started and call.ended.
     let sid = call(&rig, "+447700900001", &a.number).await;
     until(&receiver, "A's call events delivered", || {
@@ -611,6 +623,35 @@ async fn deliveries_retried_signed_and_once(backend: Backend) {
             .contains("Dr Patel"),
         "{taken}"
     );
+    until(&receiver, "the broken endpoint tried six times", || {
+        receiver.of("a-broken", "appointment.booked").len() == 6
+    })
+    .await;
+    let booked_id = receiver.of("a", "appointment.booked")[0].event_id.clone();
+    // The sixth attempt's outcome lands just after the receiver answered it.
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let (failed, v) = loop {
+        let (s, v) = rig
+            .get(
+                &format!("/api/v1/webhooks/{}/deliveries", ea_broken.id),
+                &a.staff,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let d = items(&v).first().cloned().unwrap_or(Value::Null);
+        if d["status"] == "failed" {
+            break (d, v);
+        }
+        assert!(tokio::time::Instant::now() < end, "never failed: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(items(&v).len(), 1, "{v}");
+    assert_eq!(failed["event_id"], json!(booked_id), "{v}");
+    assert_eq!(failed["status"], "failed", "{v}");
+    assert_eq!(failed["attempts"], 6, "{v}");
+    assert_eq!(failed["last_status"], 500, "{v}");
+    assert_eq!(failed["last_error"], "HTTP 500: receiver broke", "{v}");
+    assert!(failed["delivered_at"].is_null() && failed["next_attempt_at"].is_null());
     let a_message_id = &receiver.of("a", "message.taken")[0].event_id;
     assert_eq!(
         a_message_id,
@@ -655,6 +696,11 @@ async fn deliveries_retried_signed_and_once(backend: Backend) {
     // A: call.started, call.ended, appointment.booked, message.taken; A's message endpoint:
     // message.taken; B: call.started, call.ended.
     assert_eq!(per_event.len(), 7, "{per_event:?}");
+    assert_eq!(
+        receiver.of("a-broken", "appointment.booked").len(),
+        6,
+        "no seventh try"
+    );
     assert!(per_event.values().all(|&n| n == 1), "{per_event:?}");
     assert_eq!(receiver.of("a", "call.started").len(), 3);
     assert_eq!(receiver.of("a", "call.ended").len(), 2);
@@ -687,7 +733,7 @@ async fn deliveries_retried_signed_and_once(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     let (_, v) = rig.get("/api/v1/webhooks", &a.admin).await;
-    assert_eq!(items(&v).len(), 1, "{v}");
+    assert_eq!(items(&v).len(), 2, "{v}");
     let queued = rig
         .server
         .state
@@ -905,12 +951,13 @@ async fn metrics(rig: &Rig) {
         value("voxanne_webhook_attempts_total{result=\"delivered\"}"),
         7
     );
-    assert_eq!(value("voxanne_webhook_attempts_total{result=\"retry\"}"), 3);
+    // call.started twice, call.ended once, the broken endpoint five times (then it failed).
+    assert_eq!(value("voxanne_webhook_attempts_total{result=\"retry\"}"), 8);
     assert_eq!(
         value("voxanne_webhook_attempts_total{result=\"failed\"}"),
-        0
+        1
     );
-    assert_eq!(value("voxanne_webhook_deliveries_queued_total"), 7);
+    assert_eq!(value("voxanne_webhook_deliveries_queued_total"), 8);
     assert_eq!(value("voxanne_webhook_events_dropped_total"), 0);
     assert!(text.contains("voxanne_webhook_pending "), "{text}");
 }
