@@ -674,6 +674,16 @@ mod tests {
     }
 
     #[test]
+    fn the_signature_matches_the_readmes_python_receiver() {
+        // hmac.new(b"whsec_abc", b"1700000000." + body, hashlib.sha256).hexdigest(), as in
+        // README "Outgoing webhooks".
+        assert_eq!(
+            signature_header("whsec_abc", 1_700_000_000, r#"{"id":"evt_1"}"#),
+            "t=1700000000,v1=79f159714a0d01d9505691104b38e71f0dbb0d4bdeef387b113d07b870f50db3"
+        );
+    }
+
+    #[test]
     fn the_backoff_follows_the_schedule_with_up_to_a_fifth_more_then_stops() {
         let p = RetryPolicy::new(vec![
             Duration::from_secs(5),
