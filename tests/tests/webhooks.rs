@@ -458,6 +458,24 @@ fn server_config(dir: &std::path::Path, url: Option<String>, retries: &str) -> a
     )
 }
 
+/// [`server_config`] with the server key given (hex).
+fn keyed_config(
+    dir: &std::path::Path,
+    url: Option<String>,
+    retries: &str,
+    key: &str,
+) -> api::config::Config {
+    config(
+        dir,
+        url,
+        &[
+            ("VOXANNE_WEBHOOK_RETRIES", retries),
+            ("VOXANNE_WEBHOOK_TIMEOUT", TIMEOUT),
+            ("VOXANNE_SECRET_KEY", key),
+        ],
+    )
+}
+
 /// Every request `r` carries: JSON, the event's id and type in the headers as in the body, a
 /// signature that verifies with `secret` (and with no other), made within the last minutes.
 fn assert_signed(r: &Received, secret: &str, other_secret: &str) -> Value {
@@ -963,7 +981,9 @@ async fn metrics(rig: &Rig) {
 }
 
 /// A delivery the first process could not make (its receiver answered 500 every time) is still
-/// pending when it stops; the next process, on the same database, delivers it once.
+/// pending when it stops; the server key is rotated (`voxanne secrets rotate`) meanwhile; the next
+/// process, on the same database and with only the new key, delivers it once, signed with the
+/// endpoint's unchanged secret.
 async fn a_pending_delivery_survives_a_restart(backend: Backend) {
     let receiver = Receiver::default();
     let hooks = receiver.start().await;
@@ -972,7 +992,10 @@ async fn a_pending_delivery_survives_a_restart(backend: Backend) {
     let url = database_url(backend).await;
     // Many quick attempts: the first process keeps failing and never gives up.
     let many = vec!["300ms"; 30].join(",");
-    let rig = Rig::new(start_with(server_config(dir.path(), url.clone(), &many)).await);
+    let (old_key, new_key) = ([0x11u8; 32], [0x22u8; 32]);
+    let hex = |k: [u8; 32]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let rig =
+        Rig::new(start_with(keyed_config(dir.path(), url.clone(), &many, &hex(old_key))).await);
     let a = tenant(&rig, "clinic-a", NUMBER_A).await;
     let ea = create_endpoint(&rig, &a.admin, &format!("{hooks}/a"), None).await;
     rig.chat(
@@ -994,9 +1017,24 @@ async fn a_pending_delivery_survives_a_restart(backend: Backend) {
     let tried_before = receiver.of("a", "message.taken");
     assert!(tried_before.iter().all(|r| r.answer == Answer::Fail));
 
-    // The receiver is fixed; a new process on the same data and database.
+    // The key is rotated while the server is down: every sealed secret, the endpoint's
+    // included, is re-sealed with the new key.
+    let store = storage::Store::open(url.as_deref(), dir.path())
+        .await
+        .unwrap();
+    let keys = api::staff::crypto::Keys::from_bytes(new_key, &[old_key]);
+    let resealed = api::staff::resources::rotate_secrets(&store, &keys)
+        .await
+        .map_err(|e| e.message)
+        .unwrap();
+    assert_eq!(resealed, 1, "the endpoint's secret");
+    store.close().await;
+
+    // The receiver is fixed; a new process on the same data and database, with the new key
+    // only.
     receiver.always_fail(false);
-    let rig = Rig::new(start_with(server_config(dir.path(), url, FAST_RETRIES)).await);
+    let rig =
+        Rig::new(start_with(keyed_config(dir.path(), url, FAST_RETRIES, &hex(new_key))).await);
     until(&receiver, "the new process delivered it", || {
         receiver.successes("a", "message.taken") == 1
     })

@@ -343,24 +343,23 @@ async fn deliver_loop(state: AppState, notify: Arc<Notify>, shutdown: Cancellati
         let free = CONCURRENCY - in_flight.len();
         let mut wait = POLL_MAX;
         if free > 0 {
-            let now = Utc::now();
-            match state
-                .store()
-                .claim_webhook_deliveries(now, now + lease, free as u32)
-                .await
-            {
-                Ok(claimed) => {
+            match claim_due(&state, lease, free).await {
+                Ok(Look::Claimed(claimed)) => {
                     db_wait = Duration::from_millis(250);
-                    let full = claimed.len() == free;
+                    // Claimed some: look again at once (more may be due). None, though the
+                    // queue said some were due: another process took them; a moment later.
+                    wait = if claimed.is_empty() {
+                        Duration::from_millis(100)
+                    } else {
+                        Duration::ZERO
+                    };
                     for c in claimed {
                         in_flight.spawn(attempt(state.clone(), client.clone(), policy.clone(), c));
                     }
-                    if full {
-                        // More may be due: look again as soon as a slot frees.
-                        wait = Duration::ZERO;
-                    } else {
-                        wait = next_wait(&state).await;
-                    }
+                }
+                Ok(Look::NothingDue(until)) => {
+                    db_wait = Duration::from_millis(250);
+                    wait = until.min(POLL_MAX);
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot claim webhook deliveries; will try again");
@@ -381,20 +380,38 @@ async fn deliver_loop(state: AppState, notify: Arc<Notify>, shutdown: Cancellati
     while in_flight.join_next().await.is_some() {}
 }
 
-/// Until the soonest pending delivery is due (at most [`POLL_MAX`]); refreshes the queue gauge.
-async fn next_wait(state: &AppState) -> Duration {
-    match state.store().webhook_queue_state().await {
-        Ok(q) => {
+/// What one look at the queue found.
+enum Look {
+    Claimed(Vec<ClaimedDelivery>),
+    /// Nothing is due for this long (or for [`POLL_MAX`] if nothing is pending).
+    NothingDue(Duration),
+}
+
+/// Reads the queue's state (refreshing the gauge) and claims up to `free` deliveries only if one
+/// is due: a queue with nothing due costs one read, never a write (on SQLite a write takes the
+/// database's one writer lock, which calls' records and bookings need).
+async fn claim_due(
+    state: &AppState,
+    lease: chrono::Duration,
+    free: usize,
+) -> Result<Look, StoreError> {
+    let q = state.store().webhook_queue_state().await?;
+    state
+        .metrics()
+        .webhook_pending
+        .store(q.pending, Ordering::Relaxed);
+    let now = Utc::now();
+    match q.next_due {
+        Some(due) if due <= now => Ok(Look::Claimed(
             state
-                .metrics()
-                .webhook_pending
-                .store(q.pending, Ordering::Relaxed);
-            q.next_due
-                .map(|due| (due - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(POLL_MAX)
-                .min(POLL_MAX)
-        }
-        Err(_) => POLL_MAX,
+                .store()
+                .claim_webhook_deliveries(now, now + lease, free as u32)
+                .await?,
+        )),
+        Some(due) => Ok(Look::NothingDue(
+            (due - now).to_std().unwrap_or(Duration::ZERO),
+        )),
+        None => Ok(Look::NothingDue(POLL_MAX)),
     }
 }
 
