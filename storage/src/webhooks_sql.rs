@@ -347,3 +347,13 @@ pub(super) async fn webhook_all_endpoints(pool: &DbPool) -> Result<Vec<WebhookEn
             .await?;
     Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
 }
+
+/// Deletes finished (delivered or failed) deliveries queued before `before`; pending ones stay whatever
+/// their age.
+pub(super) async fn webhook_prune(pool: &DbPool, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    Ok(sqlx::query("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1")
+        .bind(DbTime(before))
+        .execute(pool)
+        .await?
+        .rows_affected())
+}

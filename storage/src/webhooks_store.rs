@@ -118,6 +118,12 @@ impl Store {
         dispatch!(self, webhook_queue_state())
     }
 
+    /// Deletes delivered and failed deliveries queued before `before` (the log's retention; their bodies
+    /// carry callers' details). Pending deliveries are kept. Returns the rows deleted.
+    pub async fn prune_webhook_deliveries(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch_write!(self, webhook_prune(before))
+    }
+
     /// Every endpoint of every organisation, deleted ones included (key rotation).
     pub async fn all_webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
         dispatch!(self, webhook_all_endpoints())

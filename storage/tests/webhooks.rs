@@ -17,6 +17,7 @@ backend_tests!(webhooks, "multi_thread":
     two_workers_never_claim_the_same_delivery,
     only_the_claim_that_attempted_records_the_outcome,
     the_delivery_log_pages_newest_first,
+    old_finished_deliveries_are_pruned_and_pending_ones_kept,
 );
 
 fn endpoint(org: OrgId, url: &str, events: &[&str]) -> WebhookEndpoint {
@@ -304,4 +305,52 @@ async fn the_delivery_log_pages_newest_first(db: TestDb) {
             .is_empty(),
         "another organisation reads none of it"
     );
+}
+
+async fn old_finished_deliveries_are_pruned_and_pending_ones_kept(db: TestDb) {
+    let s = &db.store;
+    let (a, _) = two_orgs(s).await;
+    let e = endpoint(a, "https://a.example/all", &[]);
+    s.create_webhook_endpoint(&e).await.unwrap();
+    for i in 0..3 {
+        s.enqueue_webhook(a, &format!("evt_{i}"), "message.taken", "{}")
+            .await
+            .unwrap();
+    }
+    let claimed = s
+        .claim_webhook_deliveries(Utc::now(), Utc::now() + Duration::seconds(60), 2)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let outcomes = [
+        AttemptOutcome::Delivered { status: 200 },
+        AttemptOutcome::Failed {
+            status: Some(410),
+            error: "HTTP 410".into(),
+        },
+    ];
+    for (c, o) in claimed.iter().zip(&outcomes) {
+        assert!(
+            s.finish_webhook_attempt(c.delivery.id, c.delivery.attempts, o)
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(
+        s.prune_webhook_deliveries(Utc::now() - Duration::days(1))
+            .await
+            .unwrap(),
+        0,
+        "nothing is old yet"
+    );
+    assert_eq!(
+        s.prune_webhook_deliveries(Utc::now() + Duration::seconds(1))
+            .await
+            .unwrap(),
+        2,
+        "the delivered and the failed one"
+    );
+    let left = s.list_webhook_deliveries(a, e.id, None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].status, "pending");
 }
