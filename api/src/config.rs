@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use engines::embedded::{EmbeddedOptions, TtsChoice, VadChoice};
 
@@ -124,6 +125,13 @@ pub struct Config {
     /// answered 429. Default `300/50`: far above what Twilio sends for one clinic line (a voice
     /// webhook and a few status callbacks per call), far below a flood.
     pub webhook_rate: (u32, f64),
+    /// `VOXANNE_WEBHOOK_RETRIES`: comma-separated waits before each retry of an outgoing
+    /// webhook delivery that failed (`500ms`, `5s`, `2m`, `1h`); one attempt more than there are
+    /// waits, then the delivery is marked failed. Default [`DEFAULT_WEBHOOK_RETRIES`].
+    pub webhook_retries: Vec<Duration>,
+    /// `VOXANNE_WEBHOOK_TIMEOUT`: how long one delivery attempt may take (connect, send, the
+    /// receiver's answer) before it counts as failed. Default 10 s.
+    pub webhook_timeout: Duration,
     /// `VOXANNE_TEST_TRANSCRIPTS`: with the test engines, what the scripted speech-to-text
     /// "hears", `|`-separated, in order. Default: a short booking call ending in "bye".
     pub test_transcripts: Option<Vec<String>>,
@@ -225,6 +233,33 @@ fn llm_defaults(
     })
 }
 
+/// Waits between outgoing webhook attempts: 8 retries over about 22 hours (a receiver down
+/// overnight still gets the day's events), each wait drawn up to 20% longer so endpoints that
+/// fail together do not retry together.
+pub const DEFAULT_WEBHOOK_RETRIES: &str = "5s,30s,2m,10m,1h,3h,6h,12h";
+
+/// `250ms`, `5s`, `2m`, `1h` (a bare number is seconds).
+fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
+}
+
+/// A comma-separated list of [`parse_duration`]s, at least one, at most 30.
+fn parse_durations(v: &str) -> Option<Vec<Duration>> {
+    let list: Option<Vec<Duration>> = v.split(',').map(parse_duration).collect();
+    list.filter(|l| !l.is_empty() && l.len() <= 30)
+}
+
 /// `burst/per_second`, both above zero.
 fn parse_rate(v: &str) -> Option<(u32, f64)> {
     let (burst, rate) = v.trim().split_once('/')?;
@@ -275,6 +310,8 @@ impl std::fmt::Debug for Config {
             .field("early_transcribe_ms", &self.early_transcribe_ms)
             .field("webhook_rate", &self.webhook_rate)
             .field("twilio_api_url", &self.twilio_api_url)
+            .field("webhook_retries", &self.webhook_retries)
+            .field("webhook_timeout", &self.webhook_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -391,8 +428,29 @@ impl Config {
                 why: "expected burst/per_second with both above zero, e.g. 300/50".into(),
             })?,
         };
+        let webhook_retries = {
+            let v = nonempty("VOXANNE_WEBHOOK_RETRIES")
+                .unwrap_or_else(|| DEFAULT_WEBHOOK_RETRIES.into());
+            parse_durations(&v).ok_or_else(|| ConfigError::Invalid {
+                name: "VOXANNE_WEBHOOK_RETRIES",
+                value: v.clone(),
+                why: "expected 1 to 30 comma-separated waits above zero, e.g. 5s,30s,2m,1h".into(),
+            })?
+        };
+        let webhook_timeout = match nonempty("VOXANNE_WEBHOOK_TIMEOUT") {
+            None => Duration::from_secs(10),
+            Some(v) => parse_duration(&v)
+                .filter(|d| *d <= Duration::from_secs(120))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "VOXANNE_WEBHOOK_TIMEOUT",
+                    value: v.clone(),
+                    why: "expected a duration above zero, at most 120s, e.g. 10s or 500ms".into(),
+                })?,
+        };
         Ok(Self {
             webhook_rate,
+            webhook_retries,
+            webhook_timeout,
             twilio_api_url: nonempty("VOXANNE_TWILIO_API_URL")
                 .unwrap_or_else(|| crate::outbound::TWILIO_API_BASE.to_string())
                 .trim_end_matches('/')
@@ -585,6 +643,40 @@ mod tests {
         // Without VOXANNE_BRAIN=llm the variables are defaults for clinics' `[llm]` tables.
         let off = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_LLM_MODEL", "m")]).unwrap();
         assert!(!off.llm.default_on);
+    fn webhook_retries_and_timeout_are_durations_or_a_clear_error() {
+        let c = config(&[("TWILIO_AUTH_TOKEN", "t")]).unwrap();
+        assert_eq!(c.webhook_retries.len(), 8);
+        assert_eq!(c.webhook_retries[0], Duration::from_secs(5));
+        assert_eq!(c.webhook_retries[7], Duration::from_secs(12 * 3600));
+        assert_eq!(c.webhook_timeout, Duration::from_secs(10));
+        let c = config(&[
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("VOXANNE_WEBHOOK_RETRIES", "200ms, 1s,2m,3"),
+            ("VOXANNE_WEBHOOK_TIMEOUT", "1500ms"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.webhook_retries,
+            [
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(120),
+                Duration::from_secs(3)
+            ]
+        );
+        assert_eq!(c.webhook_timeout, Duration::from_millis(1500));
+        for (name, bad) in [
+            ("VOXANNE_WEBHOOK_RETRIES", "5s,,1m"),
+            ("VOXANNE_WEBHOOK_RETRIES", "0s"),
+            ("VOXANNE_WEBHOOK_RETRIES", "5 days"),
+            ("VOXANNE_WEBHOOK_TIMEOUT", "10 minutes"),
+            ("VOXANNE_WEBHOOK_TIMEOUT", "5m"),
+        ] {
+            let e = config(&[("TWILIO_AUTH_TOKEN", "t"), (name, bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(name), "{bad}: {e}");
+        }
     }
 
     #[test]

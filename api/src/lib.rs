@@ -40,6 +40,7 @@ pub struct Server {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     queue_task: JoinHandle<()>,
+    webhooks: staff::delivery::WebhookTasks,
 }
 
 /// Opens the store (running migrations), repairs recordings a crash left behind, and serves.
@@ -83,6 +84,8 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
     )
     .context("cannot load the server key (VOXANNE_SECRET_KEY)")?;
     let state = AppState::new(config, store, queue, engines, default_org, embedder, keys);
+    // Before anything can publish: the enqueuer takes the bus's webhook side.
+    let webhooks = staff::delivery::spawn(state.clone());
     state.warm_caches().await;
     let shutdown = CancellationToken::new();
     let app = server::router(state.clone());
@@ -105,6 +108,7 @@ pub async fn start(mut config: Config, engines: CallEngines) -> anyhow::Result<S
         shutdown,
         task,
         queue_task,
+        webhooks,
     })
 }
 
@@ -164,6 +168,8 @@ impl Server {
             warn!(error = %e, "write queue did not drain; the rest is in the spill file");
         }
         let _ = self.queue_task.await;
+        // Last: calls that ended during the drain publish their `call.ended`.
+        self.webhooks.shutdown(Duration::from_secs(15)).await;
     }
 }
 

@@ -231,6 +231,18 @@ pub struct Metrics {
     pub malformed_messages: AtomicU64,
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
+    /// Outgoing webhook deliveries queued (one per endpoint per event).
+    pub webhook_deliveries_queued: AtomicU64,
+    /// Webhook events the database refused (not a transient error): never delivered.
+    pub webhook_events_lost: AtomicU64,
+    /// Webhook attempts answered 2xx.
+    pub webhook_delivered: AtomicU64,
+    /// Webhook attempts that failed and will be tried again.
+    pub webhook_retried: AtomicU64,
+    /// Webhook deliveries given up on (last attempt failed, or the endpoint was deleted).
+    pub webhook_failed: AtomicU64,
+    /// Pending webhook deliveries when the worker last looked.
+    pub webhook_pending: std::sync::atomic::AtomicI64,
     /// Endpoint decision to first reply frame, microseconds.
     pub reply_latency_us: Mutex<Histogram<u64>>,
 }
@@ -250,6 +262,12 @@ impl Default for Metrics {
             malformed_messages: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
+            webhook_deliveries_queued: AtomicU64::new(0),
+            webhook_events_lost: AtomicU64::new(0),
+            webhook_delivered: AtomicU64::new(0),
+            webhook_retried: AtomicU64::new(0),
+            webhook_failed: AtomicU64::new(0),
+            webhook_pending: std::sync::atomic::AtomicI64::new(0),
             // 1 µs to 10 minutes, 3 significant figures.
             reply_latency_us: Mutex::new(
                 Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
@@ -1088,12 +1106,32 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "Writes lost because the spill file was full.",
             q.dropped,
         ),
+        (
+            "voxanne_webhook_deliveries_queued_total",
+            "Outgoing webhook deliveries queued (one per endpoint and event).",
+            load(&m.webhook_deliveries_queued),
+        ),
+        (
+            "voxanne_webhook_events_dropped_total",
+            "Outgoing webhook events not queued: the enqueuer was 4096 behind, or the database refused them.",
+            state.events().webhook_dropped() + load(&m.webhook_events_lost),
+        ),
     ];
     for (name, help, value) in counters {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
         ));
     }
+    out.push_str(&format!(
+        "# HELP voxanne_webhook_attempts_total Outgoing webhook attempts by result: delivered (2xx), retry (failed, tried again later), failed (given up).\n# TYPE voxanne_webhook_attempts_total counter\nvoxanne_webhook_attempts_total{{result=\"delivered\"}} {}\nvoxanne_webhook_attempts_total{{result=\"retry\"}} {}\nvoxanne_webhook_attempts_total{{result=\"failed\"}} {}\n",
+        load(&m.webhook_delivered),
+        load(&m.webhook_retried),
+        load(&m.webhook_failed),
+    ));
+    out.push_str(&format!(
+        "# HELP voxanne_webhook_pending Outgoing webhook deliveries waiting (as the worker last saw).\n# TYPE voxanne_webhook_pending gauge\nvoxanne_webhook_pending {}\n",
+        m.webhook_pending.load(Ordering::Relaxed)
+    ));
     out.push_str(&format!(
         "# HELP voxanne_active_calls Calls in progress.\n# TYPE voxanne_active_calls gauge\nvoxanne_active_calls {}\n",
         state.active_calls()

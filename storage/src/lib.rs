@@ -27,6 +27,8 @@
 //! | `clinics` | `org_id` | the clinic config JSON, exactly as given, and its SHA-256 |
 //! | `knowledge_chunks` | `(org_id, id)` | title, text, `text_sha256`, embedding model, embedding (f32 LE bytes), `dims` |
 //! | `callback_requests` | `id`; unique `(org_id, idempotency_key)` | call, name, phone, reason, urgent, status `open`/`done` |
+//! | `webhook_endpoints` (0003) | `id`; unique `(org_id, id)` | URL, event types (JSON), the signing secret sealed by the server, `disabled_at` |
+//! | `webhook_deliveries` (0003) | `id`; unique `(endpoint_id, event_id)` | the durable queue and delivery log: body as sent, status `pending`/`delivered`/`failed`, attempts, next attempt (or lease end), last status and error (rules: [`WebhookDelivery`]'s module, `src/webhooks.rs`) |
 //!
 //! **Invariant: every tenant row has `org_id NOT NULL` with a foreign key, and child rows reference their
 //! parent through `(org_id, parent_key)`**, so a turn can never hang off another organisation's call, nor a
@@ -106,6 +108,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod time;
+mod webhooks;
 
 pub use error::StoreError;
 pub use ids::{AssistantId, CallSid, OrgId};
@@ -124,4 +127,8 @@ pub use staff::{
 pub use store::{
     DEFAULT_ASSISTANT_ID, DEFAULT_ORG_ID, DEFAULT_PAGE, MAX_PAGE, SQLITE_FILE_NAME, Store,
     StoreOptions, sha256_hex,
+};
+pub use webhooks::{
+    AttemptOutcome, ClaimedDelivery, DELIVERY_DELIVERED, DELIVERY_FAILED, DELIVERY_PENDING,
+    WebhookDelivery, WebhookEndpoint, WebhookQueueState,
 };

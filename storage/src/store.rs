@@ -30,6 +30,10 @@ use crate::model::{
 use crate::staff::{
     ApiKey, CallFilter, CallListItem, Contact, NewUser, Org, SealedSecret, Session, User,
 };
+#[allow(unused_imports)]
+use crate::webhooks::{
+    AttemptOutcome, ClaimedDelivery, WebhookDelivery, WebhookEndpoint, WebhookQueueState,
+};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -672,6 +676,8 @@ fn check_interval(starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> Result<()
 
 #[path = "staff_store.rs"]
 mod staff_store;
+#[path = "webhooks_store.rs"]
+mod webhooks_store;
 
 mod sqlite_impl {
     type Db = sqlx::Sqlite;

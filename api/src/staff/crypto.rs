@@ -120,6 +120,28 @@ pub fn random_token(n: usize) -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
+/// Lower-case hex HMAC-SHA256 of `data` under `key` as given (no derivation): outgoing webhook
+/// signatures, keyed by the endpoint's own secret.
+pub fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    m.update(data);
+    hex(&m.finalize().into_bytes())
+}
+
+/// Whether `sig_hex` is [`hmac_sha256_hex`] of `data` under `key` (constant time over the MAC).
+pub fn hmac_sha256_verify_hex(key: &[u8], data: &[u8], sig_hex: &str) -> bool {
+    let s = sig_hex.trim();
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return false;
+    }
+    let sig: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect();
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    m.update(data);
+    m.verify_slice(&sig).is_ok()
+}
+
 /// Hex SHA-256 (stored form of refresh tokens and API key secrets).
 pub fn sha256_hex(text: &str) -> String {
     hex(&Sha256::digest(text.as_bytes()))

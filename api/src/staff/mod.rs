@@ -9,6 +9,7 @@ pub mod auth;
 pub mod calls;
 pub mod crypto;
 pub mod dashboard;
+pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod limit;

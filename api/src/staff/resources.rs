@@ -486,6 +486,7 @@ pub async fn rotate_secrets(
             n += 1;
         }
     }
+    n += super::delivery::rotate_webhook_secrets(store, keys).await?;
     Ok(n)
 }
 

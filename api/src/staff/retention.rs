@@ -1,6 +1,7 @@
 //! Recording retention: an organisation with `recording_retention_days` has recordings of calls
 //! older than that deleted (file, then row) by a job that runs hourly. The call, its transcript
-//! and events stay; the call page then shows no recording.
+//! and events stay; the call page then shows no recording. The same job deletes outgoing webhook
+//! deliveries finished more than [`WEBHOOK_LOG_DAYS`] ago.
 
 use std::time::Duration;
 
@@ -16,6 +17,11 @@ pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Recordings deleted per organisation per run (the next run takes the rest).
 const BATCH: u32 = 500;
+
+/// Days the outgoing webhook delivery log keeps a delivered or failed delivery (its body carries
+/// callers' names and numbers): a month is long enough to debug a receiver, replay by hand, or
+/// answer "did you send it?".
+pub const WEBHOOK_LOG_DAYS: i64 = 30;
 
 /// One pass over every organisation. Returns the recordings deleted.
 pub async fn run_once(state: &AppState) -> usize {
@@ -60,6 +66,15 @@ pub async fn run_once(state: &AppState) -> usize {
             deleted,
             "retention: recordings past their organisation's retention deleted"
         );
+    }
+    let cutoff = Utc::now() - chrono::Duration::days(WEBHOOK_LOG_DAYS);
+    match state.store().prune_webhook_deliveries(cutoff).await {
+        Ok(0) => {}
+        Ok(n) => info!(
+            deleted = n,
+            "retention: webhook deliveries older than {WEBHOOK_LOG_DAYS} days deleted"
+        ),
+        Err(e) => warn!(error = %e, "retention: cannot prune the webhook delivery log"),
     }
     deleted
 }

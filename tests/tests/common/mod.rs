@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_llm;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::path::Path;
