@@ -119,7 +119,7 @@ export async function knowledgePage(main) {
 export async function clinicPage(main) {
   const r = await api('/clinic');
   const admin = (currentUser() || {}).role === 'admin';
-  const text = h('textarea', { name: 'toml', rows: 28, spellcheck: false, class: 'code', readOnly: !admin });
+  const text = h('textarea', { name: 'toml', rows: 20, spellcheck: false, class: 'code', readOnly: !admin });
   text.value = r.toml || '';
   const status = h('div', { class: 'form-status' });
   const save = h('button', { type: 'submit', class: 'primary', disabled: !admin }, 'Save');
@@ -140,8 +140,9 @@ export async function clinicPage(main) {
               `Knowledge: ${k.embedded || 0} embedded, ${k.kept || 0} kept, ${k.removed || 0} removed.`),
           );
         } catch (e) {
-          fill(status, errorBox(e, 'Not saved.'));
-          text.focus();
+          const box = errorBox(e, 'Not saved.');
+          fill(status, box);
+          box.focus();
         } finally {
           save.disabled = false;
         }

@@ -48,10 +48,12 @@ export function announce(text) {
 /** An error box for `e` (an ApiError or any Error), with validation details as a list. */
 export function errorBox(e, title) {
   const details = (e && e.details) || [];
+  // With details (validation problems), the list says it all; the message repeats them.
+  const message = details.length ? `${details.length === 1 ? 'One problem' : details.length + ' problems'}:` : (e && e.message) || String(e);
   return h(
     'div',
-    { class: 'error', role: 'alert' },
-    h('p', {}, h('strong', {}, title || 'Something went wrong. '), ' ', (e && e.message) || String(e)),
+    { class: 'error', role: 'alert', tabindex: '-1' },
+    h('p', {}, h('strong', {}, title || 'Something went wrong.'), ' ', message),
     details.length ? h('ul', {}, details.map((d) => h('li', {}, d))) : null,
   );
 }
