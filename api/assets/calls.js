@@ -117,7 +117,7 @@ function latency(l) {
   return h(
     'dl',
     { class: 'latency', 'aria-label': 'Latency' },
-    parts.map(([k, label]) => [h('dt', {}, label), h('dd', {}, `${l[k]} ms`)]),
+    parts.map(([k, label]) => h('div', {}, h('dt', {}, label), h('dd', {}, `${l[k]} ms`))),
   );
 }
 

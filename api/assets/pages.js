@@ -57,7 +57,9 @@ export async function messagesPage(main, _params, query) {
     location.hash = '#/messages?status=' + filter.value;
   });
   const list = h('div');
-  fill(main, h('h1', {}, 'Messages'), h('p', { class: 'muted' }, 'Callers who asked to be called back. Urgent ones first.'), field('Show', filter), list);
+  const show = field('Show', filter);
+  show.classList.add('narrow');
+  fill(main, h('h1', {}, 'Messages'), h('p', { class: 'muted' }, 'Callers who asked to be called back. Urgent ones first.'), show, list);
   loading(list);
   const r = await api('/messages?status=' + status);
   // Urgent first, then oldest first (who has waited longest), as the API orders open ones.
@@ -109,7 +111,7 @@ export async function knowledgePage(main) {
     r.items.length
       ? h(
           'ul',
-          { class: 'cards' },
+          { class: 'cards one-col' },
           r.items.map((k) => h('li', { class: 'card' }, h('details', {}, h('summary', {}, k.title || k.id), h('p', { class: 'pre' }, k.text)))),
         )
       : h('p', { class: 'muted' }, 'No knowledge yet.'),

@@ -503,6 +503,10 @@ async fn drive(
         "a signed link: {src}"
     );
     screens.take(b, "call").await;
+    b.execute("document.getElementById('tr-h').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    screens.take(b, "call-transcript").await;
     // The mono mix plays too.
     b.find(Locator::Css("#mix-mono")).await.unwrap().click().await.unwrap();
     until(
