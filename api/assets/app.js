@@ -142,6 +142,12 @@ function signInPage(main, next) {
   email.focus();
 }
 
+// The skip link moves focus to the page's content; following its `#main` would be a route.
+document.querySelector('.skip').addEventListener('click', (ev) => {
+  ev.preventDefault();
+  document.getElementById('main').focus();
+});
+
 document.getElementById('signout').addEventListener('click', async () => {
   await logout();
   announce('Signed out');

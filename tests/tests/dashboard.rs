@@ -98,7 +98,10 @@ async fn start_driver(path: &Path) -> Driver {
         if ready {
             return driver;
         }
-        assert!(started.elapsed() < DEADLINE, "chromedriver never became ready");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "chromedriver never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -134,9 +137,8 @@ async fn until(b: &Client, js: &str, what: &str) -> Value {
     let started = Instant::now();
     loop {
         let v = b.execute(js, vec![]).await.expect("script runs");
-        let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-            && v != json!("")
-            && v != json!(0);
+        let truthy =
+            !matches!(&v, Value::Null | Value::Bool(false)) && v != json!("") && v != json!(0);
         if truthy {
             return v;
         }
@@ -208,7 +210,9 @@ async fn assert_clean(b: &Client, driver: &Driver, page: &str) {
         .iter()
         .filter_map(|e| e["message"].as_str())
         .filter(|m| {
-            m.contains("Content Security Policy") || m.contains("Refused to") || m.contains("Uncaught")
+            m.contains("Content Security Policy")
+                || m.contains("Refused to")
+                || m.contains("Uncaught")
         })
         .collect();
     assert!(bad.is_empty(), "{page}: the browser logged {bad:#?}");
@@ -363,8 +367,12 @@ async fn staff_use_the_dashboard_in_a_real_browser() {
         taken: Vec::new(),
     };
     std::fs::create_dir_all(&screens.dir).unwrap();
-    let day = start_at.date_naive().to_string();
-    let run = drive(&b, &driver, &base, &server, org, &sid, &day, &mut screens);
+    let seeded = Seeded {
+        org,
+        sid: sid.clone(),
+        day: start_at.date_naive().to_string(),
+    };
+    let run = drive(&b, &driver, &base, &server, &seeded, &mut screens);
     let result = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await;
     let _ = b.close().await;
     drop(driver);
@@ -374,17 +382,25 @@ async fn staff_use_the_dashboard_in_a_real_browser() {
     }
 }
 
+/// What the test stored before the browser opened.
+struct Seeded {
+    org: storage::OrgId,
+    /// The finished call (with an appointment and a message taken in it).
+    sid: String,
+    /// The appointment's day (UTC, as the browser's).
+    day: String,
+}
+
 /// Everything the browser does (kept apart so the session is closed whatever happens).
 async fn drive(
     b: &Client,
     driver: &Driver,
     base: &str,
     server: &api::Server,
-    org: storage::OrgId,
-    sid: &str,
-    day: &str,
+    seeded: &Seeded,
     screens: &mut Screens,
 ) {
+    let (org, sid, day) = (seeded.org, seeded.sid.as_str(), seeded.day.as_str());
     // Sign in through the form.
     b.goto(&format!("{base}/")).await.unwrap();
     visible(b, "form#signin").await;
@@ -414,10 +430,7 @@ async fn drive(
         "a wrong password is refused",
     )
     .await;
-    let password = b
-        .find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap();
+    let password = b.find(Locator::Css("input[name=password]")).await.unwrap();
     password.clear().await.unwrap();
     password.send_keys(PASSWORD).await.unwrap();
     b.find(Locator::Css("form#signin button[type=submit]"))
@@ -463,7 +476,12 @@ async fn drive(
     visible(b, &link).await;
 
     // Open the call; its transcript and recording are there; the recording plays.
-    b.find(Locator::Css(&link)).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css(&link))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     visible(b, "audio#recording").await;
     until(
         b,
@@ -495,11 +513,15 @@ async fn drive(
         "both channels"
     );
     let src = b
-        .execute("return document.getElementById('recording').currentSrc", vec![])
+        .execute(
+            "return document.getElementById('recording').currentSrc",
+            vec![],
+        )
         .await
         .unwrap();
     assert!(
-        src.as_str().is_some_and(|s| s.contains("mix=both") && s.contains("sig=")),
+        src.as_str()
+            .is_some_and(|s| s.contains("mix=both") && s.contains("sig=")),
         "a signed link: {src}"
     );
     screens.take(b, "call").await;
@@ -508,14 +530,23 @@ async fn drive(
         .unwrap();
     screens.take(b, "call-transcript").await;
     // The mono mix plays too.
-    b.find(Locator::Css("#mix-mono")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#mix-mono"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     until(
         b,
         "return document.getElementById('recording').currentSrc.includes('mix=mono')",
         "the mono mix is chosen",
     )
     .await;
-    assert_eq!(b.execute(play, vec![]).await.unwrap(), json!("playing"), "mono");
+    assert_eq!(
+        b.execute(play, vec![]).await.unwrap(),
+        json!("playing"),
+        "mono"
+    );
     b.execute("document.getElementById('recording').pause()", vec![])
         .await
         .unwrap();
@@ -536,7 +567,8 @@ async fn drive(
     let live_sid = cfg.call_sid.clone();
     // The second line waits long after the agent's reply, so the call is still going when its
     // first turns are on screen.
-    let call = tokio::spawn(async move { place_call(&cfg, &script(Some(Duration::from_secs(8)))).await });
+    let call =
+        tokio::spawn(async move { place_call(&cfg, &script(Some(Duration::from_secs(8)))).await });
     let card = format!("[data-sid='{live_sid}']");
     let first = until(
         b,
@@ -589,8 +621,38 @@ async fn drive(
     screens.take(b, "live-ended").await;
     assert_clean(b, driver, "live").await;
 
+    // That call's page marks each turn the caller interrupted, as stored.
+    b.find(Locator::Css(&format!("{card} .live-foot a")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    visible(b, ".transcript .turn").await;
+    let turns = server
+        .state
+        .store()
+        .list_turns(org, &CallSid(live_sid.clone()))
+        .await
+        .unwrap();
+    let shown = b
+        .execute(
+            "return [document.querySelectorAll('.transcript .turn').length, document.querySelectorAll('.transcript .tag-warn').length]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let interrupted = turns.iter().filter(|t| t.interrupted).count();
+    assert_eq!(
+        shown,
+        json!([turns.len(), interrupted]),
+        "turns, interrupted"
+    );
+
     // Appointments today.
-    b.goto(&format!("{base}/#/appointments?day={day}")).await.unwrap();
+    b.goto(&format!("{base}/#/appointments?day={day}"))
+        .await
+        .unwrap();
     until(
         b,
         "const a = document.querySelector('.appt'); return a && a.innerText.includes('Robin Patel')",
@@ -702,6 +764,35 @@ async fn drive(
     assert_clean(b, driver, "chat").await;
     screens.take(b, "chat").await;
 
+    // The keyboard: on a fresh load the first Tab reaches the skip link, which moves focus to
+    // the page's content and changes no route.
+    b.goto(&format!("{base}/#/calls")).await.unwrap();
+    b.refresh().await.unwrap();
+    visible(b, &format!("a.call-link[href='#/calls/{sid}']")).await;
+    b.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys(&char::from(fantoccini::key::Key::Tab).to_string())
+        .await
+        .unwrap();
+    let focused = b
+        .execute("return document.activeElement.className", vec![])
+        .await
+        .unwrap();
+    assert_eq!(focused, json!("skip"), "the first Tab stop");
+    b.active_element()
+        .await
+        .unwrap()
+        .send_keys(&char::from(fantoccini::key::Key::Enter).to_string())
+        .await
+        .unwrap();
+    until(
+        b,
+        "return document.activeElement.id === 'main' && location.hash === '#/calls'",
+        "the skip link focuses the content",
+    )
+    .await;
+
     // Phone width: nothing wider than the screen.
     b.set_window_size(375, 812).await.unwrap();
     // Elements reaching past the right edge (none, if the page fits).
@@ -753,7 +844,11 @@ async fn assets_are_served_with_types_etags_and_the_csp() {
     let h = page.headers().clone();
     assert_eq!(h["content-type"], "text/html; charset=utf-8");
     let csp = h["content-security-policy"].to_str().unwrap();
-    for directive in ["script-src 'self'", "style-src 'self'", "default-src 'self'"] {
+    for directive in [
+        "script-src 'self'",
+        "style-src 'self'",
+        "default-src 'self'",
+    ] {
         assert!(csp.contains(directive), "{csp}");
     }
     assert!(!csp.contains("unsafe-inline"), "{csp}");
@@ -794,8 +889,15 @@ async fn assets_are_served_with_types_etags_and_the_csp() {
         .send()
         .await
         .unwrap();
-    assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
-    for missing in ["/assets/nope.js", "/assets/../Cargo.toml", "/assets/index.html"] {
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    for missing in [
+        "/assets/nope.js",
+        "/assets/../Cargo.toml",
+        "/assets/index.html",
+    ] {
         let r = http.get(format!("{base}{missing}")).send().await.unwrap();
         assert_eq!(r.status(), 404, "{missing}");
     }

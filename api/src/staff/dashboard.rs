@@ -146,7 +146,9 @@ mod tests {
             let text = std::str::from_utf8(a.body).unwrap();
             for line in text.lines().filter(|l| l.starts_with("import ")) {
                 let from = line.rsplit("from").next().unwrap();
-                let file = from.trim().trim_matches(|c| c == '\'' || c == '"' || c == ';');
+                let file = from
+                    .trim()
+                    .trim_matches(|c| c == '\'' || c == '"' || c == ';');
                 let file = file.trim_start_matches("./");
                 assert!(
                     ASSETS.iter().any(|b| b.name == file),
