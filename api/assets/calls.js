@@ -38,7 +38,7 @@ export async function callsPage(main, _params, query) {
         location.hash = '#/calls' + (s ? '?' + s : '');
       },
     },
-    field('Search the transcripts', input('q', 'search', { placeholder: 'e.g. cleaning' })),
+    field('Words said', input('q', 'search', { placeholder: 'e.g. cleaning' })),
     field('Caller', input('caller', 'tel', { placeholder: '+44…', autocomplete: 'off' })),
     field('From', input('from', 'date')),
     field('To', input('to', 'date')),
@@ -84,7 +84,15 @@ export async function callsPage(main, _params, query) {
     }
   };
   more.addEventListener('click', page);
-  fill(main, h('h1', {}, 'Calls'), form, h('div', { class: 'table-wrap' }, table), status, more);
+  // On a phone the filters fold away unless some are in use.
+  const active = FILTERS.filter((k) => (query.get(k) || '').trim()).length;
+  const box = h(
+    'details',
+    { class: 'filters-box', open: active > 0 || window.matchMedia('(min-width: 641px)').matches },
+    h('summary', {}, active ? `Filters (${active} in use)` : 'Filters'),
+    form,
+  );
+  fill(main, h('h1', {}, 'Calls'), box, h('div', { class: 'table-wrap' }, table), status, more);
   await page();
 }
 
@@ -152,11 +160,17 @@ export async function callPage(main, [sid]) {
     };
     both.addEventListener('change', change);
     mono.addEventListener('change', change);
+    const problem = h('p', { role: 'alert' });
+    audio.addEventListener('error', () => {
+      // Recording links are signed for an hour: past that, the page needs new ones.
+      fill(problem, h('span', { class: 'error-text' }, 'The recording could not be loaded. '), h('button', { type: 'button', onclick: () => window.dispatchEvent(new HashChangeEvent('hashchange')) }, 'Reload the call'));
+    });
     recording = h(
       'section',
       { class: 'card', 'aria-labelledby': 'rec-h' },
       h('h2', { id: 'rec-h' }, 'Recording'),
       audio,
+      problem,
       h(
         'fieldset',
         { class: 'mix' },

@@ -807,7 +807,9 @@ async fn drive(
         ("#/live", ".conn.ok", "phone-live"),
         ("#/messages?status=all", ".message", "phone-messages"),
     ] {
+        // A fresh load of each page at this size.
         b.goto(&format!("{base}/{page}")).await.unwrap();
+        b.refresh().await.unwrap();
         visible(b, ready).await;
         screens.take(b, name).await;
         let wide = b.execute(fits, vec![]).await.unwrap();
