@@ -643,6 +643,9 @@ mod tests {
         // Without VOXANNE_BRAIN=llm the variables are defaults for clinics' `[llm]` tables.
         let off = config(&[("TWILIO_AUTH_TOKEN", "t"), ("VOXANNE_LLM_MODEL", "m")]).unwrap();
         assert!(!off.llm.default_on);
+    }
+
+    #[test]
     fn webhook_retries_and_timeout_are_durations_or_a_clear_error() {
         let c = config(&[("TWILIO_AUTH_TOKEN", "t")]).unwrap();
         assert_eq!(c.webhook_retries.len(), 8);

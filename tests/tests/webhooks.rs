@@ -275,7 +275,10 @@ impl Rig {
         let doc: Value = serde_json::from_str(api::staff::OPENAPI).expect("the document");
         let problems =
             common::schema::response_errors(&doc, method.as_str(), path, status.as_u16(), &value);
-        assert!(problems.is_empty(), "{method} {path}: {problems:#?}\n{value:#}");
+        assert!(
+            problems.is_empty(),
+            "{method} {path}: {problems:#?}\n{value:#}"
+        );
         (status, value)
     }
 

@@ -44,9 +44,7 @@ pub fn unchecked_keywords(schema: &Value) -> Vec<String> {
         let Some(map) = s.as_object() else { continue };
         out.extend(
             map.keys()
-                .filter(|k| {
-                    !KEYWORDS.contains(&k.as_str()) && !ANNOTATIONS.contains(&k.as_str())
-                })
+                .filter(|k| !KEYWORDS.contains(&k.as_str()) && !ANNOTATIONS.contains(&k.as_str()))
                 .cloned(),
         );
         if let Some(ps) = map.get("properties").and_then(Value::as_object) {
@@ -87,14 +85,7 @@ fn has_type(v: &Value, t: &str) -> bool {
     }
 }
 
-fn check(
-    doc: &Value,
-    schema: &Value,
-    v: &Value,
-    at: &str,
-    depth: usize,
-    out: &mut Vec<String>,
-) {
+fn check(doc: &Value, schema: &Value, v: &Value, at: &str, depth: usize, out: &mut Vec<String>) {
     if depth > MAX_DEPTH {
         out.push(format!(
             "{at}: schemas nested deeper than {MAX_DEPTH} ($ref cycle?)"
@@ -295,7 +286,9 @@ pub fn response_errors(
         response = &op["responses"]["default"];
     }
     if response.is_null() {
-        return vec![format!("{method} {template}: status {status} is not documented")];
+        return vec![format!(
+            "{method} {template}: status {status} is not documented"
+        )];
     }
     if let Some(r) = response["$ref"].as_str() {
         match resolve(doc, r) {
@@ -306,8 +299,12 @@ pub fn response_errors(
     let content = &response["content"]["application/json"];
     match (content["schema"].is_null(), value.is_null()) {
         (true, true) => Vec::new(),
-        (true, false) => vec![format!("{method} {template} {status}: a body where none is documented")],
-        (false, true) => vec![format!("{method} {template} {status}: no body where one is documented")],
+        (true, false) => vec![format!(
+            "{method} {template} {status}: a body where none is documented"
+        )],
+        (false, true) => vec![format!(
+            "{method} {template} {status}: no body where one is documented"
+        )],
         (false, false) => errors(doc, &content["schema"], value)
             .into_iter()
             .map(|e| format!("{method} {template} {status}: {e}"))
