@@ -91,6 +91,20 @@ pub async fn apply(
     store
         .set_org_numbers(org, assistant, &clinic.file.clinic.numbers)
         .await?;
+    // `llm.api_key = "***"` (the redacted value an export or `GET /api/v1/clinic` shows) keeps
+    // the stored key rather than storing the stars.
+    let mut file = file;
+    if let Some(llm) = file.llm.as_mut()
+        && llm.api_key.as_deref() == Some(receptionist::clinic::REDACTED_KEY)
+    {
+        llm.api_key = match existing {
+            Some(_) => match store.get_clinic(org).await? {
+                Some(json) => ClinicFile::from_json(&json)?.llm.and_then(|l| l.api_key),
+                None => None,
+            },
+            None => None,
+        };
+    }
     let config_changed = store.put_clinic(org, &file.to_json()).await?;
 
     let wanted = chunks(&clinic.file.knowledge);
@@ -165,5 +179,8 @@ pub async fn export(store: &Store, id: &str) -> anyhow::Result<String> {
         .get_clinic(org)
         .await?
         .ok_or_else(|| anyhow::anyhow!("organisation {id:?} has no clinic file"))?;
-    Ok(ClinicFile::from_json(&json)?.to_toml())
+    let mut file = ClinicFile::from_json(&json)?;
+    // The export is shared and versioned; a key in the file stays where it is stored.
+    file.llm = file.llm.as_ref().map(|l| l.redacted());
+    Ok(file.to_toml())
 }

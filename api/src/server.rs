@@ -485,7 +485,10 @@ impl AppState {
     ///
     /// The API key: the clinic file's `api_key`, else its `api_key_env`, else the
     /// organisation's sealed `llm_api_key` secret (`PUT /api/v1/secrets/llm_api_key`), else
-    /// `VOXANNE_LLM_API_KEY`.
+    /// `VOXANNE_LLM_API_KEY` — the server's key only when the clinic's base URL is the server's
+    /// `VOXANNE_LLM_BASE_URL` (a clinic file's admin chooses its URL; the server's key must not
+    /// go there), and `api_key_env` only names `VOXANNE_LLM_KEY_*` variables
+    /// ([`llm::LlmDefaults::resolve`]).
     pub async fn llm_provider(&self, loaded: &LoadedClinic) -> Option<llm::Provider> {
         let mut settings = match self
             .inner
@@ -516,10 +519,10 @@ impl AppState {
                 Ok(Ok(Some(key))) => settings.api_key = Some(key),
                 Ok(Ok(None)) => {}
                 Ok(Err(_)) => {
-                    warn!(org = %loaded.org.0, "the clinic's llm_api_key secret cannot be opened; using the server's key")
+                    warn!(org = %loaded.org.0, "the clinic's llm_api_key secret cannot be opened; using the server's key if the URL is the server's")
                 }
                 Err(_) => {
-                    warn!(org = %loaded.org.0, "the clinic's llm_api_key secret timed out; using the server's key")
+                    warn!(org = %loaded.org.0, "the clinic's llm_api_key secret timed out; using the server's key if the URL is the server's")
                 }
             }
         }
@@ -1559,6 +1562,17 @@ impl CallHooks for ApiHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_llm_brain_speaks_before_the_call_core_gives_up_on_it() {
+        // The LLM's event budget, plus room for the offline answer, inside the core's limit.
+        let margin = Duration::from_secs(1);
+        assert!(
+            llm::brain::EVENT_BUDGET + margin <= telephony::call::BRAIN_STEP_TIMEOUT,
+            "llm::brain::EVENT_BUDGET must stay below telephony's BRAIN_STEP_TIMEOUT"
+        );
+        assert!(llm::settings::MAX_FIRST_TOKEN_TIMEOUT < llm::brain::EVENT_BUDGET);
+    }
 
     #[test]
     fn a_call_sid_gets_one_stream_ever_and_ended_ones_are_forgotten_oldest_first() {

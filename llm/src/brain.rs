@@ -38,8 +38,8 @@ use async_openai::types::chat::{
     ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestToolMessage,
-    ChatCompletionRequestUserMessage, ChatCompletionStreamOptions, CreateChatCompletionRequest,
-    FunctionCall,
+    ChatCompletionRequestUserMessage, ChatCompletionStreamOptions, ChatCompletionToolChoiceOption,
+    CreateChatCompletionRequest, FunctionCall, ToolChoiceOptions,
 };
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use serde_json::json;
@@ -64,10 +64,25 @@ use crate::tools::{self, TurnContext};
 /// here if the core itself is stalled (and then it should not run ahead).
 pub const TURN_EVENTS: usize = 32;
 
-/// Longest wait for this turn's knowledge retrieval (an embedding of the caller's words and a
-/// scan of the clinic's chunks: a few milliseconds normally). 500 ms: past it the prompt goes
-/// without notes rather than the caller waiting; the model can still say it does not know.
-pub const KNOWLEDGE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest a turn goes without sending the call core anything (text or a note) before it gives
+/// up and the offline receptionist answers: every wait of a round ends at the earlier of its
+/// own deadline and the last event plus this. 4.5 s: below the call core's 6 s per-event
+/// limit (`telephony::call::BRAIN_STEP_TIMEOUT`, checked by a test in `api`), which otherwise
+/// drops the stream and says a generic apology with no offline answer, no `llm_fallback` and
+/// no word to the breaker; the 1.5 s margin is for the offline answer itself.
+pub const EVENT_BUDGET: Duration = Duration::from_millis(4500);
+
+/// Longest wait for the rest of a stream after its `finish_reason` (the usage chunk and
+/// `[DONE]`). 300 ms: the reply is complete and spoken; a reset or stall after it is not a
+/// failure worth the offline receptionist answering again.
+pub const AFTER_FINISH_GRACE: Duration = Duration::from_millis(300);
+
+/// Largest tool-call name or arguments gathered from a stream (8 KiB): real calls are a few
+/// hundred bytes; more is a provider sending garbage, not a call worth holding in memory.
+pub const MAX_TOOL_CALL_BYTES: usize = 8 * 1024;
+
+/// Longest this module keeps of a provider's error text in an `llm_fallback` event.
+const MAX_ERROR_CHARS: usize = 200;
 
 /// Said once by the brain itself when the first token is late, where no call core says one
 /// (`voxanne chat`, tests). The phone path leaves it to the core's own filler (same words, at
@@ -93,8 +108,13 @@ impl Default for Filler {
 pub enum Fallback {
     #[error("the provider is being skipped (circuit breaker open)")]
     BreakerOpen,
+    /// A connection error, timeout, HTTP 5xx or 429: the provider is in trouble.
     #[error("provider error: {0}")]
     Provider(String),
+    /// Any other HTTP 4xx (a wrong key, model or request): this clinic's settings, not an
+    /// outage, so the breaker is not told.
+    #[error("provider refused the request: {0}")]
+    Refused(String),
     #[error("no first token within {0} ms")]
     FirstTokenTimeout(u128),
     #[error("the stream stalled for {0} ms")]
@@ -105,6 +125,10 @@ pub enum Fallback {
     Garbage(String),
     #[error("the model was still calling tools after {0} rounds")]
     TooManyRounds(usize),
+    #[error("the model finished without a word or a tool call")]
+    Empty,
+    #[error("nothing sent to the call for {0} ms")]
+    Silent(u128),
 }
 
 impl Fallback {
@@ -113,18 +137,27 @@ impl Fallback {
         match self {
             Fallback::BreakerOpen => "breaker_open",
             Fallback::Provider(_) => "provider_error",
+            Fallback::Refused(_) => "provider_refused",
             Fallback::FirstTokenTimeout(_) => "first_token_timeout",
             Fallback::Stalled(_) => "stalled",
             Fallback::Cut => "cut",
             Fallback::Garbage(_) => "garbage",
             Fallback::TooManyRounds(_) => "too_many_rounds",
+            Fallback::Empty => "empty",
+            Fallback::Silent(_) => "silent",
         }
     }
 
     /// Whether this failure counts against the provider's breaker (a model looping on tools is
     /// the model's fault, not an outage; a skipped turn never asked).
     fn counts_against_provider(&self) -> bool {
-        !matches!(self, Fallback::BreakerOpen | Fallback::TooManyRounds(_))
+        !matches!(
+            self,
+            Fallback::BreakerOpen
+                | Fallback::TooManyRounds(_)
+                | Fallback::Empty
+                | Fallback::Refused(_)
+        )
     }
 }
 
@@ -257,7 +290,7 @@ impl Brain for LlmBrain {
         let (tx, rx) = mpsc::channel(TURN_EVENTS);
         let inner = self.inner.clone();
         let task = tokio::spawn(async move {
-            let out = Out { tx };
+            let out = Out::new(tx);
             inner.turn(request, &out).await;
         });
         TurnStream { rx, task }.boxed()
@@ -268,11 +301,42 @@ impl Brain for LlmBrain {
 /// aborted anyway), so failures are ignored.
 struct Out {
     tx: mpsc::Sender<Result<BrainEvent, EngineError>>,
+    /// When the call core last got something from this turn (its per-event clock).
+    last: std::sync::Mutex<Instant>,
 }
 
 impl Out {
+    fn new(tx: mpsc::Sender<Result<BrainEvent, EngineError>>) -> Self {
+        Self {
+            tx,
+            last: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// When the call core last got an event of this turn.
+    fn last_event(&self) -> Instant {
+        self.last
+            .lock()
+            .map(|l| *l)
+            .unwrap_or_else(|_| Instant::now())
+    }
+
+    fn touch(&self) {
+        if let Ok(mut l) = self.last.lock() {
+            *l = Instant::now();
+        }
+    }
+
     async fn send(&self, e: BrainEvent) {
         let _ = self.tx.send(Ok(e)).await;
+        self.touch();
+    }
+
+    /// Passes on an event of the offline receptionist; false once the stream was dropped.
+    async fn pass(&self, e: Result<BrainEvent, EngineError>) -> bool {
+        let ok = self.tx.send(e).await.is_ok();
+        self.touch();
+        ok
     }
 
     async fn note(&self, kind: &'static str, detail: serde_json::Value) {
@@ -295,6 +359,8 @@ struct TurnStats {
     usage_reported: bool,
     rounds: usize,
     sentences: usize,
+    /// An action a tool round decided (transfer, hang up), still owed if the turn falls back.
+    action: Option<Action>,
 }
 
 /// A tool call being assembled from its deltas.
@@ -308,12 +374,14 @@ struct PendingCall {
 /// What one round's stream came to.
 struct Round {
     calls: Vec<PendingCall>,
+    /// The round's text, as streamed (spoken before its tool calls).
+    text: String,
 }
 
 /// Rough tokens in `chars` characters where the provider reports no usage (~4 characters a
 /// token in English).
 fn estimate_tokens(chars: usize) -> u32 {
-    (chars as u32).div_ceil(4)
+    u32::try_from(chars).unwrap_or(u32::MAX).div_ceil(4)
 }
 
 fn user(text: &str) -> ChatCompletionRequestMessage {
@@ -391,7 +459,7 @@ impl Inner {
                 warn!(reason = f.kind(), error = %f, "LLM turn failed; the offline receptionist answers");
                 out.note(
                     "llm_fallback",
-                    json!({ "reason": f.kind(), "error": f.to_string(), "said_before": stats.sentences }),
+                    json!({ "reason": f.kind(), "error": trimmed(&f.to_string()), "said_before": stats.sentences }),
                 )
                 .await;
                 self.offline_answer(request, out, f.kind(), stats).await;
@@ -420,13 +488,21 @@ impl Inner {
         request: BrainRequest,
         out: &Out,
         reason: &'static str,
-        stats: TurnStats,
+        mut stats: TurnStats,
     ) {
         let mut events = self.offline.respond(request);
+        let mut acted = false;
         while let Some(e) = events.next().await {
-            if out.tx.send(e).await.is_err() {
+            acted |= matches!(e, Ok(BrainEvent::Action(_)));
+            if !out.pass(e).await {
                 return;
             }
+        }
+        // A tool round already decided to transfer or hang up (its tool ran): still done.
+        if let Some(a) = stats.action.take()
+            && !acted
+        {
+            out.send(BrainEvent::Action(a)).await;
         }
         out.note(
             "llm_turn",
@@ -451,7 +527,7 @@ impl Inner {
         let input_text = caller_line(&request.input);
 
         let knowledge = match tokio::time::timeout(
-            KNOWLEDGE_TIMEOUT,
+            settings.knowledge_timeout,
             tools.search_knowledge(input_text.clone(), KNOWLEDGE_HITS),
         )
         .await
@@ -491,16 +567,24 @@ impl Inner {
             now,
             caller_said_yes: u.yes,
         };
-        let mut action: Option<Action> = None;
         let mut filler_due = self.filler.as_ref().map(|f| started + f.after);
         let mut splitter = SentenceSplitter::new();
+        // The first-token budget starts once the prompt is ready (knowledge retrieval has its
+        // own bound), so the model always gets all of it.
+        let asked = Instant::now();
+        let rounds = settings.max_rounds.max(1);
 
-        for round in 0..settings.max_rounds.max(1) {
+        for round in 0..rounds {
             stats.rounds = round + 1;
+            let last_round = round + 1 == rounds;
             let body = CreateChatCompletionRequest {
                 model: settings.model.clone(),
                 messages: messages.clone(),
                 tools: Some(tools::definitions()),
+                // The last round must speak: its tools would run with nobody told.
+                tool_choice: last_round.then_some(ChatCompletionToolChoiceOption::Mode(
+                    ToolChoiceOptions::None,
+                )),
                 temperature: settings.temperature,
                 #[allow(deprecated)]
                 max_tokens: settings.max_tokens,
@@ -518,6 +602,7 @@ impl Inner {
                 .stream_round(
                     body,
                     started,
+                    asked,
                     &mut filler_due,
                     &mut splitter,
                     out,
@@ -529,10 +614,19 @@ impl Inner {
                 if let Some(last) = splitter.finish() {
                     self.say(out, stats, started, last).await;
                 }
-                if let Some(a) = action {
+                if stats.sentences == 0 && stats.action.is_none() {
+                    // A finish with nothing said and nothing done (a content filter, blank
+                    // text, calls without names): the caller would hear dead air.
+                    return Err(Fallback::Empty);
+                }
+                if let Some(a) = stats.action.take() {
                     out.send(BrainEvent::Action(a)).await;
                 }
                 return Ok(());
+            }
+            if last_round {
+                // Told not to call tools and did anyway: they do not run unannounced.
+                break;
             }
             // Text before the tool calls is spoken now, whole.
             if let Some(before) = splitter.finish() {
@@ -556,8 +650,11 @@ impl Inner {
                     })
                 })
                 .collect();
+            // The text the caller heard before the calls is the message's content.
+            let spoken = r.text.trim();
             let assistant_calls: ChatCompletionRequestMessage =
                 ChatCompletionRequestAssistantMessage {
+                    content: (!spoken.is_empty()).then(|| spoken.to_string().into()),
                     tool_calls: Some(calls.clone()),
                     ..ChatCompletionRequestAssistantMessage::default()
                 }
@@ -587,8 +684,8 @@ impl Inner {
                 for (kind, detail) in outcome.notes {
                     out.note(kind, detail).await;
                 }
-                if action.is_none() {
-                    action = outcome.action;
+                if stats.action.is_none() {
+                    stats.action = outcome.action;
                 }
                 let result: ChatCompletionRequestMessage = ChatCompletionRequestToolMessage {
                     content: outcome.result.to_string().into(),
@@ -620,25 +717,34 @@ impl Inner {
         out.send(BrainEvent::Text(sentence)).await;
     }
 
-    /// Waits for `fut` until `deadline`, saying the filler once if it falls due first.
+    /// Waits for `fut` until `deadline` or the turn's event budget (the last event sent plus
+    /// [`LlmSettings::event_budget`](crate::settings::LlmSettings)), whichever is first, saying
+    /// the filler once if it falls due first.
     async fn wait<T>(
         &self,
         fut: impl Future<Output = T>,
         deadline: Instant,
         filler_due: &mut Option<Instant>,
         out: &Out,
-    ) -> Option<T> {
+    ) -> Result<T, Waited> {
         tokio::pin!(fut);
+        let budget = self.provider.settings().event_budget;
         loop {
+            let silent_until = out.last_event() + budget;
+            let end = deadline.min(silent_until);
             let wake = match *filler_due {
-                Some(f) if f < deadline => f,
-                _ => deadline,
+                Some(f) if f < end => f,
+                _ => end,
             };
             tokio::select! {
-                v = &mut fut => return Some(v),
+                v = &mut fut => return Ok(v),
                 _ = tokio::time::sleep_until(wake.into()) => {
-                    if Instant::now() >= deadline {
-                        return None;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Waited::Deadline);
+                    }
+                    if now >= out.last_event() + budget {
+                        return Err(Waited::Silent);
                     }
                     if filler_due.take().is_some()
                         && let Some(f) = &self.filler
@@ -657,6 +763,7 @@ impl Inner {
         &self,
         body: CreateChatCompletionRequest,
         started: Instant,
+        asked: Instant,
         filler_due: &mut Option<Instant>,
         splitter: &mut SentenceSplitter,
         out: &Out,
@@ -668,52 +775,66 @@ impl Inner {
         // The first token of the turn is awaited until the turn's first-token deadline; a later
         // round (after tools) gets the same budget from its own start.
         let first_deadline = if stats.first_token.is_none() {
-            started + settings.first_token_timeout
+            asked + settings.first_token_timeout
         } else {
             round_started + settings.first_token_timeout
         };
+        let silent = || Fallback::Silent(settings.event_budget.as_millis());
         let chat = self.provider.client().chat();
         let mut stream = match self
             .wait(chat.create_stream(body), first_deadline, filler_due, out)
             .await
         {
-            None => {
+            Err(Waited::Deadline) => {
                 return Err(Fallback::FirstTokenTimeout(
                     settings.first_token_timeout.as_millis(),
                 ));
             }
-            Some(Err(e)) => return Err(Fallback::Provider(e.to_string())),
-            Some(Ok(s)) => s,
+            Err(Waited::Silent) => return Err(silent()),
+            Ok(Err(e)) => return Err(provider_failure(e)),
+            Ok(Ok(s)) => s,
         };
         let mut calls: Vec<PendingCall> = Vec::new();
         let mut got_token = false;
         let mut finished = false;
         let mut usage = None;
         let mut out_chars = 0usize;
+        let mut text = String::new();
         loop {
-            let deadline = if got_token {
+            if finished && (usage.is_some() || !settings.stream_usage) {
+                // Everything wanted has come; `[DONE]` is not waited for.
+                break;
+            }
+            let deadline = if finished {
+                Instant::now() + AFTER_FINISH_GRACE
+            } else if got_token {
                 Instant::now() + settings.stall_timeout
             } else {
                 first_deadline
             };
             let next = match self.wait(stream.next(), deadline, filler_due, out).await {
-                None if got_token => {
+                // After the finish the reply is whole: a late usage chunk is not worth a fallback.
+                Err(_) if finished => break,
+                Err(Waited::Silent) => return Err(silent()),
+                Err(Waited::Deadline) if got_token => {
                     return Err(Fallback::Stalled(settings.stall_timeout.as_millis()));
                 }
-                None => {
+                Err(Waited::Deadline) => {
                     return Err(Fallback::FirstTokenTimeout(
                         settings.first_token_timeout.as_millis(),
                     ));
                 }
-                Some(n) => n,
+                Ok(n) => n,
             };
             let chunk = match next {
                 None => break,
-                Some(Ok(c)) => c,
-                Some(Err(async_openai::error::OpenAIError::JSONDeserialize(e, _))) => {
-                    return Err(Fallback::Garbage(e.to_string()));
+                // A reset or garbage after the finish: the reply was complete.
+                Some(Err(e)) if finished => {
+                    debug!(error = %e, "the stream failed after its finish; the reply was whole");
+                    break;
                 }
-                Some(Err(e)) => return Err(Fallback::Provider(e.to_string())),
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Err(provider_failure(e)),
             };
             if let Some(u) = chunk.usage {
                 usage = Some(u);
@@ -730,9 +851,10 @@ impl Inner {
                         stats.first_token = Some(started.elapsed());
                     }
                 }
-                if let Some(text) = delta.content {
-                    out_chars += text.len();
-                    for sentence in splitter.push(&text) {
+                if let Some(t) = delta.content {
+                    out_chars += t.len();
+                    text.push_str(&t);
+                    for sentence in splitter.push(&t) {
                         self.say(out, stats, started, sentence).await;
                     }
                 }
@@ -757,6 +879,12 @@ impl Inner {
                             c.arguments.push_str(&a);
                         }
                     }
+                    if c.name.len() > MAX_TOOL_CALL_BYTES || c.arguments.len() > MAX_TOOL_CALL_BYTES
+                    {
+                        return Err(Fallback::Garbage(format!(
+                            "tool call {i} over {MAX_TOOL_CALL_BYTES} bytes"
+                        )));
+                    }
                 }
                 if choice.finish_reason.is_some() {
                     finished = true;
@@ -768,17 +896,54 @@ impl Inner {
         }
         match usage {
             Some(u) => {
-                stats.tokens_in += u.prompt_tokens;
-                stats.tokens_out += u.completion_tokens;
+                // Saturating: a provider's bogus usage must not panic a debug build.
+                stats.tokens_in = stats.tokens_in.saturating_add(u.prompt_tokens);
+                stats.tokens_out = stats.tokens_out.saturating_add(u.completion_tokens);
                 stats.usage_reported = true;
             }
             None => {
-                stats.tokens_in += estimate_tokens(sent_chars);
-                stats.tokens_out += estimate_tokens(out_chars);
+                stats.tokens_in = stats.tokens_in.saturating_add(estimate_tokens(sent_chars));
+                stats.tokens_out = stats.tokens_out.saturating_add(estimate_tokens(out_chars));
             }
         }
         calls.retain(|c| !c.name.is_empty());
-        Ok(Round { calls })
+        Ok(Round { calls, text })
+    }
+}
+
+/// What a provider's error means for the turn and the breaker: garbage, a refusal of this
+/// clinic's request (4xx but 408 and 429), or trouble (everything else).
+fn provider_failure(e: async_openai::error::OpenAIError) -> Fallback {
+    use async_openai::error::OpenAIError;
+    match e {
+        OpenAIError::JSONDeserialize(e, _) => Fallback::Garbage(e.to_string()),
+        OpenAIError::ApiError(r)
+            if r.status_code.is_client_error()
+                && r.status_code != reqwest::StatusCode::TOO_MANY_REQUESTS
+                && r.status_code != reqwest::StatusCode::REQUEST_TIMEOUT =>
+        {
+            let f = Fallback::Refused(r.to_string());
+            warn!(error = %f, "the provider refused the request (settings?); not counted against it");
+            f
+        }
+        OpenAIError::InvalidArgument(m) => Fallback::Refused(m),
+        e => Fallback::Provider(e.to_string()),
+    }
+}
+
+/// Why a [`Inner::wait`] ended without its value.
+enum Waited {
+    /// The wait's own deadline (first token, stall, grace).
+    Deadline,
+    /// The turn's event budget: the call core has had nothing for too long.
+    Silent,
+}
+
+/// `text` cut to [`MAX_ERROR_CHARS`] characters (a provider's error body can be a whole page).
+fn trimmed(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }
 

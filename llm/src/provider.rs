@@ -4,6 +4,7 @@
 //! calls at once.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,13 +76,33 @@ impl Provider {
     }
 }
 
-/// Every provider of the process: clients by (base URL, key, headers), breakers by base URL.
-#[derive(Debug)]
+/// Every provider of the process: clients by (base URL, key, headers), breakers by (base URL,
+/// key, model) — one clinic's wrong key or model must not open the breaker for every clinic on
+/// the same server. Keys enter the maps only as hashes (per-process random [`RandomState`]),
+/// so neither the maps nor `Debug` hold a secret.
 pub struct Providers {
-    clients: Mutex<HashMap<String, Client<OpenAIConfig>>>,
-    breakers: Mutex<HashMap<String, Arc<Mutex<CircuitBreaker>>>>,
+    clients: Mutex<HashMap<u64, Client<OpenAIConfig>>>,
+    breakers: Mutex<HashMap<(String, u64, String), Arc<Mutex<CircuitBreaker>>>>,
+    hasher: RandomState,
     failures_to_open: u32,
     open_for: Duration,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let clients = self.clients.lock().map(|c| c.len()).unwrap_or(0);
+        let breakers: Vec<(String, String)> = self
+            .breakers
+            .lock()
+            .map(|b| b.keys().map(|(u, _, m)| (u.clone(), m.clone())).collect())
+            .unwrap_or_default();
+        f.debug_struct("Providers")
+            .field("clients", &clients)
+            .field("breakers", &breakers)
+            .field("failures_to_open", &self.failures_to_open)
+            .field("open_for", &self.open_for)
+            .finish()
+    }
 }
 
 impl Default for Providers {
@@ -100,6 +121,7 @@ impl Providers {
         Self {
             clients: Mutex::new(HashMap::new()),
             breakers: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
             failures_to_open,
             open_for,
         }
@@ -107,12 +129,14 @@ impl Providers {
 
     /// The provider for `settings`, built on first use.
     pub fn provider(&self, settings: &LlmSettings) -> Result<Provider, ProviderError> {
-        let key = format!(
-            "{}\u{0}{}\u{0}{:?}",
-            settings.base_url,
+        let key = self.hasher.hash_one((
+            &settings.base_url,
             settings.api_key.as_deref().unwrap_or(""),
-            settings.headers
-        );
+            &settings.headers,
+        ));
+        let key_hash = self
+            .hasher
+            .hash_one(settings.api_key.as_deref().unwrap_or(""));
         let client = {
             let mut clients = self
                 .clients
@@ -131,7 +155,11 @@ impl Providers {
             .breakers
             .lock()
             .map_err(|_| ProviderError("poisoned".into()))?
-            .entry(settings.base_url.clone())
+            .entry((
+                settings.base_url.trim_end_matches('/').to_string(),
+                key_hash,
+                settings.model.clone(),
+            ))
             .or_insert_with(|| {
                 Arc::new(Mutex::new(CircuitBreaker::new(
                     self.failures_to_open,
@@ -169,4 +197,32 @@ fn build_client(settings: &LlmSettings) -> Result<Client<OpenAIConfig>, Provider
             .map_err(|e| ProviderError(e.to_string()))?;
     }
     Ok(Client::with_config(config).with_http_service(ReqwestService::new(http)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breakers_are_per_key_and_model_and_debug_shows_no_key() {
+        let providers = Providers::with_breaker(1, Duration::from_secs(600));
+        let mut a = LlmSettings::new("http://gw/v1", "m");
+        a.api_key = Some("sk-secret-a".into());
+        let mut b = a.clone();
+        b.api_key = Some("sk-secret-b".into());
+        let mut c = a.clone();
+        c.model = "other".into();
+        let pa = providers.provider(&a).unwrap();
+        assert_eq!(pa.permit(), Permit::Allowed);
+        pa.record(false);
+        assert!(pa.is_skipped(), "one failure opens this test's breaker");
+        assert!(!providers.provider(&b).unwrap().is_skipped(), "another key");
+        assert!(
+            !providers.provider(&c).unwrap().is_skipped(),
+            "another model"
+        );
+        assert!(providers.provider(&a).unwrap().is_skipped(), "the same one");
+        let debug = format!("{providers:?}");
+        assert!(!debug.contains("sk-secret"), "{debug}");
+    }
 }

@@ -55,9 +55,16 @@ impl SentenceSplitter {
                 out.push(s);
             }
         }
-        if self.buf.len() > MAX_HELD_CHARS
-            && let Some(cut) = self.clause_break()
-        {
+        while self.buf.len() > MAX_HELD_CHARS {
+            // A clause break or a space; failing both (one long word, a language without
+            // spaces), a hard cut at the last character boundary within the limit.
+            let cut = self.clause_break().unwrap_or_else(|| {
+                let mut at = MAX_HELD_CHARS;
+                while !self.buf.is_char_boundary(at) {
+                    at -= 1;
+                }
+                at
+            });
             let s = self.buf[..cut].trim().to_string();
             self.buf.drain(..cut);
             if !s.is_empty() {
@@ -86,12 +93,21 @@ impl SentenceSplitter {
         let mut i = 0;
         while i < chars.len() {
             let (at, c) = chars[i];
-            if !matches!(c, '.' | '!' | '?' | '\n') {
+            if !matches!(c, '.' | '!' | '?' | '\n' | '。' | '！' | '？') {
                 i += 1;
                 continue;
             }
             if c == '\n' {
                 return Some(at + 1);
+            }
+            if matches!(c, '。' | '！' | '？') {
+                // Full-width ends need no space after them; closing quotes stay with them.
+                let mut j = i + 1;
+                while j < chars.len() && matches!(chars[j].1, '」' | '』' | '）' | '”' | '’')
+                {
+                    j += 1;
+                }
+                return Some(chars.get(j).map_or(b.len(), |&(e, _)| e));
             }
             // Closing quotes or brackets belong to the sentence.
             let mut j = i + 1;
@@ -245,5 +261,36 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].ends_with(','), "{out:?}");
         assert!(s.pending().len() <= MAX_HELD_CHARS);
+    }
+
+    #[test]
+    fn text_without_any_break_is_cut_hard_at_a_character_boundary() {
+        // No space, no clause break, multi-byte characters: never held past the limit, never
+        // cut inside a character.
+        let long = "é".repeat(MAX_HELD_CHARS * 2);
+        let mut s = SentenceSplitter::new();
+        let out = s.push(&long);
+        assert!(!out.is_empty(), "spoken before the end");
+        assert!(out.iter().all(|p| p.len() <= MAX_HELD_CHARS), "{out:?}");
+        assert!(s.pending().len() <= MAX_HELD_CHARS);
+        let mut all: String = out.concat();
+        all.push_str(&s.finish().unwrap_or_default());
+        assert_eq!(all, long, "nothing lost");
+    }
+
+    #[test]
+    fn full_width_punctuation_ends_a_sentence() {
+        for step in [1, 2, 100] {
+            assert_eq!(
+                split("こんにちは。金曜日は空いています！いかがですか？はい", step),
+                vec![
+                    "こんにちは。",
+                    "金曜日は空いています！",
+                    "いかがですか？",
+                    "はい"
+                ],
+                "step {step}"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use receptionist::clinic::LlmSection;
+use receptionist::clinic::{LLM_KEY_ENV_PREFIX, LlmSection};
 
 /// Where no base URL is configured: OpenAI's.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -14,6 +14,16 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// the core gives a brain 6 s per event, so the fallback always lands well inside that. A
 /// healthy hosted model's first token takes 0.2–1 s; a local one on a busy box, up to ~2 s.
 pub const FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Longest first-token timeout a clinic file may set (`first_token_timeout_ms`): below the
+/// turn's event budget ([`crate::brain::EVENT_BUDGET`], 4.5 s, itself below the call core's
+/// 6 s), so the first-token fallback, not the budget, answers a slow model.
+pub const MAX_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Longest wait for this turn's knowledge retrieval (an embedding of the caller's words and a
+/// scan of the clinic's chunks: a few milliseconds normally). 500 ms: past it the prompt goes
+/// without notes rather than the caller waiting; the model can still say it does not know.
+pub const KNOWLEDGE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Longest silence between two chunks of a stream that has started before it counts as
 /// stalled. 3 s: token gaps of a working stream are tens of milliseconds; a pause of seconds
@@ -39,6 +49,10 @@ pub struct LlmSettings {
     pub max_rounds: usize,
     /// Ask for `stream_options.include_usage`.
     pub stream_usage: bool,
+    /// [`KNOWLEDGE_TIMEOUT`] (tests on a loaded machine set it long).
+    pub knowledge_timeout: Duration,
+    /// Longest the turn sends the call core nothing ([`crate::brain::EVENT_BUDGET`]).
+    pub event_budget: Duration,
 }
 
 impl std::fmt::Debug for LlmSettings {
@@ -73,6 +87,8 @@ impl LlmSettings {
             stall_timeout: STALL_TIMEOUT,
             max_rounds: MAX_ROUNDS,
             stream_usage: true,
+            knowledge_timeout: KNOWLEDGE_TIMEOUT,
+            event_budget: crate::brain::EVENT_BUDGET,
         }
     }
 }
@@ -109,9 +125,19 @@ pub enum SettingsError {
     NoModel,
     #[error("llm.api_key_env names {0}, which is not set")]
     KeyNotSet(String),
+    #[error("llm.api_key_env names {0}: only VOXANNE_LLM_KEY_* variables may hold a clinic's key")]
+    KeyEnvNotAllowed(String),
 }
 
 impl LlmDefaults {
+    /// Whether `url` is the server's own provider (`VOXANNE_LLM_BASE_URL`, else
+    /// [`DEFAULT_BASE_URL`]), ignoring a trailing slash: the only URL the server's
+    /// `VOXANNE_LLM_API_KEY` is sent to.
+    pub fn is_server_url(&self, url: &str) -> bool {
+        let server = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        url.trim_end_matches('/') == server.trim_end_matches('/')
+    }
+
     /// The settings for a clinic with this `[llm]` table: `Ok(None)` when its calls use the
     /// offline receptionist. `env` reads the server's environment (for `api_key_env`).
     pub fn resolve(
@@ -140,9 +166,17 @@ impl LlmDefaults {
         let api_key = match (&section.api_key, &section.api_key_env) {
             (Some(k), _) => Some(k.clone()),
             (None, Some(name)) => {
+                // Checked again here (the clinic file checks it too): the variable's value is
+                // sent to the clinic's base URL, which its admin chooses.
+                if !name.starts_with(LLM_KEY_ENV_PREFIX) || name.len() == LLM_KEY_ENV_PREFIX.len() {
+                    return Err(SettingsError::KeyEnvNotAllowed(name.clone()));
+                }
                 Some(env(name).ok_or_else(|| SettingsError::KeyNotSet(name.clone()))?)
             }
-            (None, None) => self.api_key.clone(),
+            // The server's key goes only to the server's own provider, never to a URL a
+            // clinic file chose.
+            (None, None) if self.is_server_url(&base_url) => self.api_key.clone(),
+            (None, None) => None,
         };
         let mut headers = self.headers.clone();
         for (k, v) in &section.headers {
@@ -155,7 +189,9 @@ impl LlmDefaults {
         s.max_tokens = section.max_tokens.or(self.max_tokens);
         s.headers = headers;
         if let Some(ms) = section.first_token_timeout_ms {
-            s.first_token_timeout = Duration::from_millis(u64::from(ms));
+            // The clinic file allows at most this too; kept below the event budget here anyway.
+            s.first_token_timeout =
+                Duration::from_millis(u64::from(ms)).min(MAX_FIRST_TOKEN_TIMEOUT);
         }
         s.stream_usage = section.stream_usage.unwrap_or(true);
         Ok(Some(s))
@@ -179,11 +215,13 @@ mod tests {
         assert_eq!(server.resolve(None, |_| None), Ok(None), "off by default");
         let section = LlmSection {
             model: Some("big".into()),
-            api_key_env: Some("CLINIC_KEY".into()),
+            api_key_env: Some("VOXANNE_LLM_KEY_CLINIC".into()),
             ..LlmSection::default()
         };
         let s = server
-            .resolve(Some(&section), |k| (k == "CLINIC_KEY").then(|| "ck".into()))
+            .resolve(Some(&section), |k| {
+                (k == "VOXANNE_LLM_KEY_CLINIC").then(|| "ck".into())
+            })
             .unwrap()
             .unwrap();
         assert_eq!(s.model, "big");
@@ -192,7 +230,7 @@ mod tests {
         assert_eq!(s.temperature, Some(0.2));
         assert_eq!(
             server.resolve(Some(&section), |_| None),
-            Err(SettingsError::KeyNotSet("CLINIC_KEY".into()))
+            Err(SettingsError::KeyNotSet("VOXANNE_LLM_KEY_CLINIC".into()))
         );
         let on = LlmDefaults {
             default_on: true,
@@ -212,5 +250,80 @@ mod tests {
             Some("server-key")
         );
         assert!(!format!("{s:?}").contains("ck"), "the key is not in logs");
+    }
+
+    #[test]
+    fn the_first_token_timeout_stays_inside_the_event_budget() {
+        const { assert!(FIRST_TOKEN_TIMEOUT.as_millis() < MAX_FIRST_TOKEN_TIMEOUT.as_millis()) };
+        const { assert!(MAX_FIRST_TOKEN_TIMEOUT.as_millis() < crate::brain::EVENT_BUDGET.as_millis()) };
+        let server = LlmDefaults {
+            default_on: true,
+            model: Some("m".into()),
+            ..LlmDefaults::default()
+        };
+        let section = LlmSection {
+            first_token_timeout_ms: Some(60_000),
+            ..LlmSection::default()
+        };
+        let s = server.resolve(Some(&section), |_| None).unwrap().unwrap();
+        assert_eq!(s.first_token_timeout, MAX_FIRST_TOKEN_TIMEOUT);
+    }
+
+    #[test]
+    fn a_clinic_file_cannot_read_server_variables_or_get_the_servers_key_elsewhere() {
+        let server = LlmDefaults {
+            default_on: true,
+            base_url: Some("http://gw/v1/".into()),
+            model: Some("small".into()),
+            api_key: Some("server-key".into()),
+            ..LlmDefaults::default()
+        };
+        let env = |k: &str| Some(format!("value of {k}"));
+        for name in ["VOXANNE_SECRET_KEY", "DATABASE_URL", "VOXANNE_LLM_KEY_"] {
+            let section = LlmSection {
+                api_key_env: Some(name.into()),
+                ..LlmSection::default()
+            };
+            assert_eq!(
+                server.resolve(Some(&section), env),
+                Err(SettingsError::KeyEnvNotAllowed(name.into()))
+            );
+        }
+        // Another URL: no key at all, not the server's.
+        let elsewhere = LlmSection {
+            base_url: Some("http://tenant.example/v1".into()),
+            ..LlmSection::default()
+        };
+        let s = server.resolve(Some(&elsewhere), env).unwrap().unwrap();
+        assert_eq!(s.api_key, None);
+        // The server's own URL (trailing slash aside): the server's key.
+        let same = LlmSection {
+            base_url: Some("http://gw/v1".into()),
+            ..LlmSection::default()
+        };
+        let s = server.resolve(Some(&same), env).unwrap().unwrap();
+        assert_eq!(s.api_key.as_deref(), Some("server-key"));
+        // No server URL: the default is OpenAI's, and only it gets the key.
+        let openai = LlmDefaults {
+            base_url: None,
+            ..server.clone()
+        };
+        assert_eq!(
+            openai
+                .resolve(None, env)
+                .unwrap()
+                .unwrap()
+                .api_key
+                .as_deref(),
+            Some("server-key")
+        );
+        assert_eq!(
+            openai
+                .resolve(Some(&elsewhere), env)
+                .unwrap()
+                .unwrap()
+                .api_key,
+            None
+        );
     }
 }

@@ -37,6 +37,16 @@ pub struct ClinicFile {
     pub llm: Option<LlmSection>,
 }
 
+/// The only environment variables `llm.api_key_env` may name: `VOXANNE_LLM_KEY_*`. A clinic
+/// file is written by an organisation's admin (`PUT /api/v1/clinic`), and the key is sent as a
+/// bearer token to the file's `base_url`: any other name would let a tenant read the server's
+/// secrets (`VOXANNE_SECRET_KEY`, `DATABASE_URL`, …) by pointing `base_url` at itself.
+pub const LLM_KEY_ENV_PREFIX: &str = "VOXANNE_LLM_KEY_";
+
+/// What `GET /api/v1/clinic` and `voxanne clinic export` show instead of `llm.api_key`; a file
+/// applied with this value keeps the stored key.
+pub const REDACTED_KEY: &str = "***";
+
 /// `[llm]`: an OpenAI-compatible Chat Completions server for this clinic's calls. Every key is
 /// optional and overrides the server's `VOXANNE_LLM_*` default; `enabled = false` keeps the
 /// offline receptionist even when the server's default brain is the LLM.
@@ -53,7 +63,8 @@ pub struct LlmSection {
     /// The key itself (stored with the clinic; prefer `api_key_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
-    /// The name of an environment variable of the server that holds the key.
+    /// The name of an environment variable of the server that holds the key: it must start
+    /// with [`LLM_KEY_ENV_PREFIX`] (`VOXANNE_LLM_KEY_`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
     /// 0.0..=2.0.
@@ -66,7 +77,8 @@ pub struct LlmSection {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// How long to wait for the model's first token before the offline receptionist answers
-    /// the turn (100..=5000 ms).
+    /// the turn (100..=4000 ms: below the LLM brain's 4.5 s event budget, itself below the call
+    /// core's 6 s per brain event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_token_timeout_ms: Option<u32>,
     /// Ask for token usage in the stream (`stream_options.include_usage`); `false` for servers
@@ -76,6 +88,14 @@ pub struct LlmSection {
 }
 
 impl LlmSection {
+    /// The section with `api_key` shown as [`REDACTED_KEY`].
+    pub fn redacted(&self) -> Self {
+        Self {
+            api_key: self.api_key.as_ref().map(|_| REDACTED_KEY.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// Every problem with the section, each prefixed `llm.`.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -95,6 +115,12 @@ impl LlmSection {
             problems.push(format!(
                 "llm.api_key_env {name:?}: expected an environment variable name"
             ));
+        } else if let Some(name) = &self.api_key_env
+            && (!name.starts_with(LLM_KEY_ENV_PREFIX) || name.len() == LLM_KEY_ENV_PREFIX.len())
+        {
+            problems.push(format!(
+                "llm.api_key_env {name:?}: only variables named {LLM_KEY_ENV_PREFIX}… may hold a clinic's key (e.g. {LLM_KEY_ENV_PREFIX}BRIGHT_SMILE); or store the key as the sealed llm_api_key secret (PUT /api/v1/secrets/llm_api_key)"
+            ));
         }
         if self.api_key.is_some() && self.api_key_env.is_some() {
             problems.push("llm: give api_key or api_key_env, not both".into());
@@ -110,10 +136,10 @@ impl LlmSection {
             problems.push(format!("llm.max_tokens {m}: expected 1..=4096"));
         }
         if let Some(ms) = self.first_token_timeout_ms
-            && !(100..=5000).contains(&ms)
+            && !(100..=4000).contains(&ms)
         {
             problems.push(format!(
-                "llm.first_token_timeout_ms {ms}: expected 100..=5000 (the call core gives a brain 6 s)"
+                "llm.first_token_timeout_ms {ms}: expected 100..=4000 (the call core gives a brain 6 s per event; the offline answer needs the rest)"
             ));
         }
         for (name, value) in &self.headers {

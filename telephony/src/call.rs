@@ -81,7 +81,9 @@ fn stt_timeout(samples: usize, rate: u32) -> Duration {
     let length = Duration::from_secs_f64(samples as f64 / f64::from(rate.max(1)));
     (STT_TIMEOUT_BASE + length).min(STT_TIMEOUT)
 }
-const BRAIN_STEP_TIMEOUT: Duration = Duration::from_secs(6);
+/// Longest wait for a brain's next streamed event before the turn is abandoned with an apology
+/// (the LLM brain keeps its own silences under this: `llm::brain::EVENT_BUDGET`).
+pub const BRAIN_STEP_TIMEOUT: Duration = Duration::from_secs(6);
 const TTS_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the recording's header is rewritten so a crash loses at most this much audio.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);

@@ -19,7 +19,8 @@ use agent::engine::Action;
 use api::chat::Chat;
 use api::receptionist::LoadedClinic;
 use common::fake_llm::{
-    Call, FakeLlm, Reply, Stream, last_tool_result, text, text_deltas, tool_calls,
+    Call, FakeLlm, Reply, Stream, last_tool_result, nothing, text, text_deltas, text_to_finish,
+    tool_calls,
 };
 use engines::minilm::MiniLm;
 use llm::{Filler, LlmSettings, Providers};
@@ -107,6 +108,10 @@ fn settings(base_url: &str) -> LlmSettings {
     let mut s = LlmSettings::new(base_url, "test-model");
     s.first_token_timeout = Duration::from_secs(20);
     s.stall_timeout = Duration::from_secs(20);
+    // MiniLM on a loaded 2-core machine: retrieval always finishes (the medical test reads the
+    // knowledge in the prompt), and no budget of the call core's applies to the text path.
+    s.knowledge_timeout = Duration::from_secs(10);
+    s.event_budget = Duration::from_secs(60);
     s
 }
 
@@ -282,6 +287,19 @@ async fn a_booking_through_streamed_tool_calls_lands_in_the_database() {
     // What the provider was sent.
     let requests = rig.fake.requests();
     assert_eq!(requests.len(), 4);
+    // The words spoken before the tool call are the assistant message's content.
+    let calls_message = requests[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "assistant" && m["tool_calls"].is_array())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        calls_message["content"], "Let me check what we have.",
+        "{calls_message}"
+    );
+    assert!(requests[0].get("tool_choice").is_none(), "tools allowed");
     let first = &requests[0];
     assert_eq!(first["model"], "test-model");
     assert_eq!(first["stream"], true);
@@ -315,7 +333,9 @@ async fn a_stalled_provider_gets_the_filler_then_the_offline_answer() {
     let rig = rig().await;
     let providers = Providers::new();
     let mut s = settings(&rig.base_url);
-    s.first_token_timeout = Duration::from_millis(800);
+    // Counted from when the prompt is ready (knowledge retrieval is not in it), and far past
+    // the filler's 100 ms, so the filler always comes first.
+    s.first_token_timeout = Duration::from_secs(2);
     let filler = Filler {
         after: Duration::from_millis(100),
         text: "One moment, please.".into(),
@@ -386,12 +406,21 @@ async fn http_errors_cut_streams_and_garbage_are_answered_offline_and_recorded()
     let reason = fell_back(&r);
     assert!(reason == "cut" || reason == "provider_error", "{reason}");
 
+    // The body ends cleanly before any finish: cut, exactly.
+    rig.fake.push(Reply::Ends(Stream::new(text_deltas(
+        "We are open until",
+        4,
+    ))));
+    let r = chat.say("Are you open on Saturday?").await;
+    assert_eq!(fell_back(&r), "cut");
+    assert!(!r.say.join(" ").contains("until"), "{r:?}");
+
     rig.fake
         .push(Reply::Garbage(Stream::new(text_deltas("Hello", 2))));
     let r = chat.say("How much is whitening?").await;
     assert_eq!(fell_back(&r), "garbage");
     assert!(r.say.join(" ").contains("two hundred and fifty"), "{r:?}");
-    assert_eq!(rig.fake.request_count(), 5);
+    assert_eq!(rig.fake.request_count(), 6);
 
     // A working provider again: the LLM answers.
     let r = chat.say("Thanks, that's helpful.").await;
@@ -604,7 +633,8 @@ async fn a_call_through_audio_is_answered_by_the_llm() {
     let org = common::org_of(&report);
     let sid = storage::CallSid(report.call_sid.clone());
     let mut events = Vec::new();
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         common::drain_writes(&server).await;
         let call = store.get_call(org, &sid).await.unwrap();
         if call.is_some_and(|c| c.end_reason.is_some()) {
@@ -760,4 +790,244 @@ async fn an_abandoned_replys_tool_exchange_is_forgotten_and_a_heard_ones_kept() 
             "user"
         ]
     );
+}
+
+/// A clinic file is written by its organisation's admin over the API, so it must not be a way
+/// to the server's secrets: `api_key_env` only names `VOXANNE_LLM_KEY_*` variables, the
+/// server's `VOXANNE_LLM_API_KEY` goes only to the server's own `VOXANNE_LLM_BASE_URL`, a
+/// plaintext `llm.api_key` is refused over the API, and a stored key (applied by the operator)
+/// is never shown by `GET /api/v1/clinic` or `clinic export`, nor lost by putting back what
+/// they showed.
+#[tokio::test]
+async fn a_clinic_file_cannot_reach_the_servers_secrets_or_show_its_key() {
+    use api::staff::auth::{self, Role};
+
+    let (server_fake, server_url) = FakeLlm::start().await;
+    let (tenant_fake, tenant_url) = FakeLlm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(
+        dir.path(),
+        None,
+        &[
+            ("VOXANNE_BRAIN", "llm"),
+            ("VOXANNE_LLM_BASE_URL", &server_url),
+            ("VOXANNE_LLM_MODEL", "test-model"),
+            ("VOXANNE_LLM_API_KEY", "server-key"),
+        ],
+    );
+    let server = common::start_with(config).await;
+    let store = server.state.store().clone();
+    let mut file = api::clinic::read_file(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/bright-smile.toml"),
+    )
+    .unwrap();
+    file.knowledge.clear();
+    let org = api::clinic::apply(&store, file.clone(), None)
+        .await
+        .unwrap()
+        .org;
+    let (_, admin) = auth::create_api_key(&store, org, "admin", Role::Admin)
+        .await
+        .unwrap();
+    let (_, staff) = auth::create_api_key(&store, org, "desk", Role::Staff)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = common::base_url(&server);
+    let put = |toml: String| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/clinic");
+        let admin = admin.clone();
+        async move {
+            let r = http
+                .put(url)
+                .header("authorization", format!("Bearer {admin}"))
+                .header("content-type", "application/toml")
+                .body(toml)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let with_llm = |llm: receptionist::clinic::LlmSection| {
+        let mut f = file.clone();
+        f.llm = Some(llm);
+        f.to_toml()
+    };
+
+    // A server variable by name: refused, with what to do instead.
+    let (status, body) = put(with_llm(receptionist::clinic::LlmSection {
+        base_url: Some(tenant_url.clone()),
+        api_key_env: Some("VOXANNE_SECRET_KEY".into()),
+        ..Default::default()
+    }))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("VOXANNE_LLM_KEY_"), "{body}");
+    // A plaintext key over the API: refused, pointing at the sealed secret.
+    let (status, body) = put(with_llm(receptionist::clinic::LlmSection {
+        api_key: Some("sk-plain".into()),
+        ..Default::default()
+    }))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("/api/v1/secrets/llm_api_key"), "{body}");
+
+    // The tenant's own URL without a key: the server's key is not sent there.
+    let (status, body) = put(with_llm(receptionist::clinic::LlmSection {
+        base_url: Some(tenant_url.clone()),
+        ..Default::default()
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let loaded = api::receptionist::load_clinic(&store, org, "x")
+        .await
+        .unwrap();
+    let provider = server.state.llm_provider(&loaded).await.expect("the LLM");
+    let clock = api::chat::clock_from(Some(now()), loaded.clinic.tz).unwrap();
+    let mut chat = Chat::new(
+        &store,
+        &loaded,
+        None,
+        Some(CALLER.into()),
+        Direction::Inbound,
+        clock,
+    )
+    .with_llm(provider, None);
+    let r = chat.say("Thanks, that's helpful.").await;
+    assert_eq!(r.say, ["Okay."], "{r:?}");
+    assert_eq!(tenant_fake.request_count(), 1);
+    assert_eq!(server_fake.request_count(), 0);
+    let seen = tenant_fake.authorizations();
+    assert!(
+        seen.iter()
+            .all(|a| !a.as_deref().unwrap_or("").contains("server-key")),
+        "{seen:?}"
+    );
+
+    // A key the operator applied from their own box is stored, but never shown...
+    let mut keyed = file.clone();
+    keyed.llm = Some(receptionist::clinic::LlmSection {
+        base_url: Some(tenant_url.clone()),
+        api_key: Some("sk-clinic-secret".into()),
+        ..Default::default()
+    });
+    api::clinic::apply(&store, keyed, None).await.unwrap();
+    let r = http
+        .get(format!("{base}/api/v1/clinic"))
+        .header("authorization", format!("Bearer {staff}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let shown: Value = r.json().await.unwrap();
+    assert!(!shown.to_string().contains("sk-clinic-secret"), "{shown}");
+    assert_eq!(shown["config"]["llm"]["api_key"], "***", "{shown}");
+    let exported = api::clinic::export(&store, &file.clinic.id).await.unwrap();
+    assert!(!exported.contains("sk-clinic-secret"), "{exported}");
+    // ... and putting back what was shown keeps it.
+    let (status, body) = put(shown["toml"].as_str().unwrap().to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let loaded = api::receptionist::load_clinic(&store, org, "x")
+        .await
+        .unwrap();
+    let provider = server.state.llm_provider(&loaded).await.expect("the LLM");
+    assert_eq!(
+        provider.settings().api_key.as_deref(),
+        Some("sk-clinic-secret")
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A finish with nothing in it (a content filter, blank text) is dead air: the offline
+/// receptionist answers, recorded as `empty`; it does not count against the provider.
+#[tokio::test]
+async fn an_empty_completion_is_answered_offline() {
+    let rig = rig().await;
+    let providers = Providers::with_breaker(1, Duration::from_secs(600));
+    let mut chat = chat(&rig, &providers, &settings(&rig.base_url), None);
+    rig.fake
+        .push(Reply::Stream(nothing("content_filter", None)));
+    let r = chat.say("How much is a check-up?").await;
+    assert_eq!(fell_back(&r), "empty");
+    assert!(r.say.join(" ").contains("fifty-five"), "{r:?}");
+    rig.fake.push(Reply::Stream(nothing("stop", Some("  \n "))));
+    let r = chat.say("Where are you?").await;
+    assert_eq!(fell_back(&r), "empty");
+    assert!(r.say.join(" ").contains("Mill Lane"), "{r:?}");
+    // Not an outage: the one-failure breaker is still closed.
+    let r = chat.say("Thanks, that's helpful.").await;
+    assert_eq!(turn_record(&r)["brain"], "llm", "{r:?}");
+    assert_eq!(r.say, ["Okay."]);
+}
+
+/// A connection reset after the finish (no usage, no `[DONE]`) leaves the reply as it was: the
+/// offline receptionist does not answer a second time.
+#[tokio::test]
+async fn a_reset_after_the_finish_is_not_a_failure() {
+    let rig = rig().await;
+    let providers = Providers::with_breaker(1, Duration::from_secs(600));
+    let mut chat = chat(&rig, &providers, &settings(&rig.base_url), None);
+    // Paced, so the response's headers and first chunks are out before the reset (an abort
+    // before any byte is a failed request, which is a provider error).
+    rig.fake.push(Reply::Cut(
+        text_to_finish("We open at half past eight.", 4)
+            .paced(Duration::ZERO, Duration::from_millis(20)),
+    ));
+    let r = chat.say("When do you open on Friday?").await;
+    assert!(notes(&r, "llm_fallback").is_empty(), "{r:?}");
+    assert_eq!(turn_record(&r)["brain"], "llm", "{r:?}");
+    assert_eq!(r.say, ["We open at half past eight."]);
+    // Ended cleanly without `[DONE]` after the finish: the same.
+    rig.fake
+        .push(Reply::Ends(text_to_finish("It is on Mill Lane.", 4)));
+    let r = chat.say("Where are you?").await;
+    assert!(notes(&r, "llm_fallback").is_empty(), "{r:?}");
+    assert_eq!(r.say, ["It is on Mill Lane."]);
+}
+
+/// The last round may not call tools (`tool_choice: none`), and an action a tool round decided
+/// is still taken when the model then fails.
+#[tokio::test]
+async fn the_last_round_speaks_and_a_decided_hang_up_survives_a_fallback() {
+    let rig = rig().await;
+    let providers = Providers::with_breaker(100, Duration::from_secs(600));
+    let mut s = settings(&rig.base_url);
+    s.max_rounds = 2;
+    let mut chat = chat(&rig, &providers, &s, None);
+    rig.fake.push(Reply::Stream(tool_calls(
+        Some("Thank you for calling, goodbye. "),
+        &[Call("e1", "end_call", "{}".into())],
+        4,
+    )));
+    rig.fake.push(Reply::Status(500));
+    // A question the receptionist answers without hanging up: the hang-up is the tool's.
+    let r = chat.say("How much is a check-up?").await;
+    let requests = rig.fake.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests[0].get("tool_choice").is_none());
+    assert_eq!(
+        requests[1]["tool_choice"], "none",
+        "the last round must speak"
+    );
+    assert_eq!(fell_back(&r), "provider_error");
+    assert!(r.say.join(" ").contains("fifty-five"), "{r:?}");
+    assert_eq!(r.action, Some(Action::Hangup), "{r:?}");
+}
+
+/// A provider that sends nothing for the turn's event budget (below the call core's 6 s) is
+/// given up on by the brain itself, so the offline receptionist answers and the failure is
+/// recorded, rather than the core dropping the turn with a bare apology.
+#[tokio::test]
+async fn a_silent_provider_is_given_up_within_the_event_budget() {
+    let rig = rig().await;
+    let providers = Providers::with_breaker(100, Duration::from_secs(600));
+    let mut s = settings(&rig.base_url);
+    s.event_budget = Duration::from_secs(1);
+    let mut chat = chat(&rig, &providers, &s, None);
+    rig.fake.push(Reply::Stall);
+    let r = chat.say("How much is a check-up?").await;
+    assert_eq!(fell_back(&r), "silent");
+    assert!(r.say.join(" ").contains("fifty-five"), "{r:?}");
 }

@@ -246,8 +246,15 @@ pub async fn get_clinic(
     let Some(json) = stored else {
         return Ok(Json(json!({ "toml": null, "config": null })));
     };
-    let file = ClinicFile::from_json(&json).map_err(ApiError::internal)?;
-    let config: Value = serde_json::from_str(&json).map_err(ApiError::internal)?;
+    let mut file = ClinicFile::from_json(&json).map_err(ApiError::internal)?;
+    // Any staff user reads this: a key in the file is never shown.
+    file.llm = file.llm.as_ref().map(|l| l.redacted());
+    let mut config: Value = serde_json::from_str(&json).map_err(ApiError::internal)?;
+    if let Some(k) = config.pointer_mut("/llm/api_key")
+        && !k.is_null()
+    {
+        *k = Value::String(receptionist::clinic::REDACTED_KEY.into());
+    }
     Ok(Json(json!({ "toml": file.to_toml(), "config": config })))
 }
 
@@ -270,6 +277,20 @@ pub async fn put_clinic(
         e
     };
     let file = ClinicFile::from_toml(text).map_err(|e| invalid(e.0))?;
+    if let Some(llm) = &file.llm
+        && let Some(key) = &llm.api_key
+    {
+        // The redacted value `GET /api/v1/clinic` showed keeps the stored key (one the
+        // operator applied with `voxanne clinic apply`): see `clinic::apply`.
+        if key != receptionist::clinic::REDACTED_KEY {
+            return Err(invalid(vec![
+                "llm.api_key: a key is not accepted in a clinic file sent over the API (anyone \
+                 who can read the clinic would see it); store it as the sealed llm_api_key secret \
+                 (PUT /api/v1/secrets/llm_api_key) and remove llm.api_key"
+                    .into(),
+            ]));
+        }
+    }
     if let Some(k) = file.knowledge.iter().find(|k| k.text.is_none()) {
         return Err(invalid(vec![format!(
             "knowledge {:?}: give its text inline (`text = …`); files cannot be read over the API",

@@ -38,6 +38,8 @@ pub enum Reply {
     Cut(Stream),
     /// Chunks, then a `data:` line that is not JSON.
     Garbage(Stream),
+    /// The stream's chunks, then the body ends cleanly (no `[DONE]`, no error).
+    Ends(Stream),
     /// Decided from the request body.
     Dynamic(Box<dyn Fn(&Value) -> Reply + Send + Sync>),
 }
@@ -66,6 +68,25 @@ impl Stream {
         self.gap = gap;
         self
     }
+}
+
+/// A reply that finishes (`finish_reason`) with nothing in it: an empty delta, the finish,
+/// usage. `text`: whitespace the model sent, if any.
+pub fn nothing(finish: &str, text: Option<&str>) -> Stream {
+    let mut chunks = vec![chunk(json!({ "role": "assistant", "content": "" }), None)];
+    if let Some(t) = text {
+        chunks.push(chunk(json!({ "content": t }), None));
+    }
+    chunks.push(chunk(json!({}), Some(finish)));
+    chunks.push(usage(500, 0));
+    Stream::new(chunks)
+}
+
+/// A whole text answer up to its `finish_reason: stop`, with no usage chunk after it.
+pub fn text_to_finish(text: &str, per: usize) -> Stream {
+    let mut chunks = text_deltas(text, per);
+    chunks.push(chunk(json!({}), Some("stop")));
+    Stream::new(chunks)
 }
 
 fn chunk(delta: Value, finish: Option<&str>) -> Value {
@@ -224,7 +245,15 @@ fn body_of(s: Stream, tail: Tail) -> Body {
     });
     let end: stream::BoxStream<'static, Result<Bytes, std::io::Error>> = match tail {
         Tail::Done => stream::iter([Ok(Bytes::from_static(b"data: [DONE]\n\n"))]).boxed(),
-        Tail::Abort => stream::iter([Err(std::io::Error::other("connection cut"))]).boxed(),
+        // After the stream's gap like any chunk, so a paced stream's last chunk is flushed
+        // before the reset (hyper drops what it has not written yet).
+        Tail::Abort => stream::once(async move {
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            Err(std::io::Error::other("connection cut"))
+        })
+        .boxed(),
         Tail::Garbage => stream::iter([
             Ok(Bytes::from_static(
                 b"data: {\"choices\": [{\"delta\": <html>oops\n\n",
@@ -232,12 +261,14 @@ fn body_of(s: Stream, tail: Tail) -> Body {
             Ok(Bytes::from_static(b"data: [DONE]\n\n")),
         ])
         .boxed(),
+        Tail::Clean => stream::empty().boxed(),
     };
     Body::from_stream(events.chain(end))
 }
 
 enum Tail {
     Done,
+    Clean,
     Abort,
     Garbage,
 }
@@ -277,6 +308,7 @@ async fn completions(
         Reply::Stream(s) => streaming(body_of(s, Tail::Done)),
         Reply::Cut(s) => streaming(body_of(s, Tail::Abort)),
         Reply::Garbage(s) => streaming(body_of(s, Tail::Garbage)),
+        Reply::Ends(s) => streaming(body_of(s, Tail::Clean)),
         Reply::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap();
             let kind = if code == 429 {
