@@ -76,13 +76,16 @@ impl Provider {
     }
 }
 
+/// A breaker's key: (base URL without a trailing slash, hash of the API key, model).
+type BreakerKey = (String, u64, String);
+
 /// Every provider of the process: clients by (base URL, key, headers), breakers by (base URL,
 /// key, model) — one clinic's wrong key or model must not open the breaker for every clinic on
 /// the same server. Keys enter the maps only as hashes (per-process random [`RandomState`]),
 /// so neither the maps nor `Debug` hold a secret.
 pub struct Providers {
     clients: Mutex<HashMap<u64, Client<OpenAIConfig>>>,
-    breakers: Mutex<HashMap<(String, u64, String), Arc<Mutex<CircuitBreaker>>>>,
+    breakers: Mutex<HashMap<BreakerKey, Arc<Mutex<CircuitBreaker>>>>,
     hasher: RandomState,
     failures_to_open: u32,
     open_for: Duration,
