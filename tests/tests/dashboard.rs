@@ -515,6 +515,14 @@ async fn drive(
         json!("playing"),
         "both channels"
     );
+    // Stopped at the start again: a recording that played to its end before the switch would
+    // start the mono mix at its end (`ended`, never `playing`).
+    b.execute(
+        "const a = document.getElementById('recording'); a.pause(); a.currentTime = 0;",
+        vec![],
+    )
+    .await
+    .unwrap();
     let src = b
         .execute(
             "return document.getElementById('recording').currentSrc",
