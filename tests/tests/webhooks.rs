@@ -1112,6 +1112,80 @@ async fn a_pending_delivery_survives_a_restart(backend: Backend) {
     rig.server.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A call that ends while the server is shutting down still has its `call.ended` queued: the
+/// server waits for the event (published once the call's writes landed) before its webhook
+/// enqueuer stops, so the next process delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ending_during_shutdown_still_queues_call_ended() {
+    let receiver = Receiver::default();
+    let hooks = receiver.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::new(start_with(server_config(dir.path(), None, FAST_RETRIES)).await);
+    let a = tenant(&rig, "clinic-a", NUMBER_A).await;
+    let ea = create_endpoint(&rig, &a.admin, &format!("{hooks}/a"), None).await;
+    // The caller says a line, then holds until the server is stopping; then says another and
+    // hangs up, so the call ends during the shutdown's drain.
+    let mut cfg = caller(&rig.server);
+    cfg.from = "+447700900003".into();
+    cfg.to = a.number.clone();
+    let (release, hold) = tokio::sync::watch::channel(false);
+    let script = vec![
+        Line::Speak {
+            audio: speech_like(1_200),
+            start: LineStart::AfterAgent {
+                pause: Duration::from_millis(400),
+            },
+        },
+        Line::HoldUntil(hold),
+        Line::Speak {
+            audio: speech_like(1_000),
+            start: LineStart::AfterAgent {
+                pause: Duration::from_millis(400),
+            },
+        },
+    ];
+    let call = tokio::spawn(async move { place_call(&cfg, &script).await });
+    until(&receiver, "call.started delivered", || {
+        receiver.successes("a", "call.started") == 1
+    })
+    .await;
+    let Rig { server, base, .. } = rig;
+    let stopping = tokio::spawn(server.shutdown(Duration::from_secs(120)));
+    // The server stops accepting connections first: then the call is let go.
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let fresh = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        if fresh.get(format!("{base}/health")).send().await.is_err() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "the server never stopped accepting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    release.send(true).unwrap();
+    let report = call.await.unwrap().expect("the call");
+    assert_eq!(report.protocol_errors, 0);
+    tokio::time::timeout(DEADLINE, stopping)
+        .await
+        .expect("the shutdown ends")
+        .unwrap();
+
+    let store = storage::Store::open(None, dir.path()).await.unwrap();
+    let endpoint = ea.id.parse().unwrap();
+    let queued = store
+        .list_webhook_deliveries(a.org, endpoint, None, 10)
+        .await
+        .unwrap();
+    store.close().await;
+    let types: Vec<&str> = queued.iter().map(|d| d.event_type.as_str()).collect();
+    assert!(
+        types.contains(&"call.ended"),
+        "call.ended was queued before the process went: {types:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_sqlite() {
     deliveries_retried_signed_and_once(Backend::Sqlite).await;
