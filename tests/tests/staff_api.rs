@@ -1370,7 +1370,9 @@ async fn live_is_per_org(rig: &Rig, a: &Tenant, b: &Tenant) {
         "a resume replays: {replayed:?}"
     );
     assert!(
-        replayed.iter().all(|(_, v)| v["id"].as_u64() > Some(started_id)),
+        replayed
+            .iter()
+            .all(|(_, v)| v["id"].as_u64() > Some(started_id)),
         "only what came after: {replayed:?}"
     );
     assert!(

@@ -992,8 +992,10 @@ async fn metrics(rig: &Rig) {
             .text()
             .await
             .unwrap();
-        let counted = value(&text, "voxanne_webhook_attempts_total{result=\"delivered\"}")
-            + value(&text, "voxanne_webhook_attempts_total{result=\"retry\"}")
+        let counted = value(
+            &text,
+            "voxanne_webhook_attempts_total{result=\"delivered\"}",
+        ) + value(&text, "voxanne_webhook_attempts_total{result=\"retry\"}")
             + value(&text, "voxanne_webhook_attempts_total{result=\"failed\"}");
         // 7 delivered + 8 retried + 1 failed: every attempt the receiver saw.
         if counted >= 16 || tokio::time::Instant::now() >= end {
@@ -1161,7 +1163,10 @@ async fn a_call_ending_during_shutdown_still_queues_call_ended() {
         if fresh.get(format!("{base}/health")).send().await.is_err() {
             break;
         }
-        assert!(tokio::time::Instant::now() < end, "the server never stopped accepting");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the server never stopped accepting"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     release.send(true).unwrap();
