@@ -152,7 +152,8 @@ export async function callPage(main, [sid]) {
     const both = h('input', { type: 'radio', name: 'mix', value: 'both', checked: true, id: 'mix-both' });
     const mono = h('input', { type: 'radio', name: 'mix', value: 'mono', id: 'mix-mono' });
     const change = () => {
-      const at = audio.currentTime;
+      // A recording played to its end starts the other mix from the beginning.
+      const at = audio.ended ? 0 : audio.currentTime;
       const playing = !audio.paused;
       audio.src = mono.checked ? d.recording.mono_url : d.recording.url;
       audio.currentTime = at;

@@ -3,10 +3,13 @@
 // EventSource cannot send an Authorization header, so the stream is opened with the access
 // token as `?access_token=` (accepted on /api/v1/live only; the server logs paths, not query
 // strings). The token is checked when the stream opens; on any error the page closes the stream
-// and opens a new one with a current token, backing off to 15 s. A fresh stream starts with a
-// snapshot of the calls in progress (their turns so far), so nothing is missed for long.
+// and opens a new one with a current token, backing off to 15 s. The new stream resumes after
+// the last event seen (`?last_event_id=`: a new EventSource cannot send Last-Event-ID), so the
+// server replays what was missed; if that is too old, it starts with a snapshot of the calls in
+// progress (their turns so far). A call on screen as live that the snapshot no longer lists
+// ended meanwhile: its record is fetched and it is shown as ended, not dropped.
 
-import { accessToken } from './api.js';
+import { accessToken, api } from './api.js';
 import { h, fill, badge, tag, when, announce } from './ui.js';
 
 const MAX_ENDED = 10;
@@ -29,6 +32,7 @@ export async function livePage(main) {
   let closed = false;
   let retry = 1000;
   let timer = null;
+  let lastId = null; // the id of the last event received, to resume after it
 
   const refreshEmpty = () => {
     empty.hidden = calls.size > 0;
@@ -103,11 +107,19 @@ export async function livePage(main) {
 
   const handlers = {
     snapshot: (d) => {
-      // What is live now replaces what we showed as live (ended calls stay until pushed out).
+      // A call shown as live that is no longer in progress ended while we were away: shown
+      // as ended, from its record (dropped only if that cannot be read).
       for (const [sid, e] of calls) {
         if (!e.ended && !d.calls.some((c) => c.sid === sid)) {
-          e.el.remove();
-          calls.delete(sid);
+          api('/calls/' + encodeURIComponent(sid))
+            .then((r) => end(sid, { outcome: r.call.outcome, summary: r.call.summary }))
+            .catch(() => {
+              if (calls.get(sid) === e && !e.ended) {
+                e.el.remove();
+                calls.delete(sid);
+                refreshEmpty();
+              }
+            });
         }
       }
       for (const c of d.calls) {
@@ -143,7 +155,8 @@ export async function livePage(main) {
       return;
     }
     if (closed) return;
-    es = new EventSource('/api/v1/live?access_token=' + encodeURIComponent(token));
+    const resume = lastId === null ? '' : '&last_event_id=' + encodeURIComponent(lastId);
+    es = new EventSource('/api/v1/live?access_token=' + encodeURIComponent(token) + resume);
     es.addEventListener('open', () => {
       retry = 1000;
       state.className = 'conn ok';
@@ -151,6 +164,7 @@ export async function livePage(main) {
     });
     for (const [name, f] of Object.entries(handlers)) {
       es.addEventListener(name, (m) => {
+        if (m.lastEventId) lastId = m.lastEventId;
         try {
           f(JSON.parse(m.data));
         } catch (e) {

@@ -94,12 +94,17 @@ pub enum Line {
     Speak { audio: Vec<i16>, start: LineStart },
     /// Press a key.
     Press { digit: char, start: LineStart },
+    /// Stay on the line, silent, until the test sends `true` (or the call's `max_duration`
+    /// ends it): a call that is certainly still in progress while the test looks at it.
+    HoldUntil(tokio::sync::watch::Receiver<bool>),
 }
 
 impl Line {
-    fn start(&self) -> LineStart {
+    /// When the line starts; `None` for a hold (it starts as soon as it is reached).
+    fn start(&self) -> Option<LineStart> {
         match self {
-            Line::Speak { start, .. } | Line::Press { start, .. } => *start,
+            Line::Speak { start, .. } | Line::Press { start, .. } => Some(*start),
+            Line::HoldUntil(_) => None,
         }
     }
 }
@@ -265,13 +270,14 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
                 // Start the next line when its moment comes.
                 if speaking.is_none() && line_idx < script.len() {
                     let due = match script[line_idx].start() {
-                        LineStart::AfterAgent { pause } => agent_quiet_since.is_some_and(|s| {
+                        Some(LineStart::AfterAgent { pause }) => agent_quiet_since.is_some_and(|s| {
                             // Wait for the answer; give up waiting after `no_answer`.
                             (answered && t >= s + pause) || t >= s + pause + config.no_answer
                         }),
-                        LineStart::Interrupt { after } => {
+                        Some(LineStart::Interrupt { after }) => {
                             agent_speaking_since.is_some_and(|s| t >= s + after)
                         }
+                        None => true,
                     };
                     if due {
                         match &script[line_idx] {
@@ -283,6 +289,12 @@ pub async fn place_call(config: &CallerConfig, script: &[Line]) -> Result<CallRe
                                 ))
                                 .await?;
                                 line_idx += 1;
+                            }
+                            Line::HoldUntil(release) => {
+                                // Released (or its sender gone): on to the next line.
+                                if *release.borrow() || release.has_changed().is_err() {
+                                    line_idx += 1;
+                                }
                             }
                         }
                     }

@@ -164,11 +164,24 @@ impl Server {
             warn!(left, "calls still running at shutdown");
         }
         let _ = self.task.await;
+        // Calls that ended publish their `call.ended` once their writes landed (which needs
+        // the write queue running): waited for before the queue and the webhook enqueuer stop.
+        let publishers = self.state.publishers();
+        publishers.close();
+        if tokio::time::timeout(Duration::from_secs(10), publishers.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                left = publishers.len(),
+                "events still being published at shutdown; they may not reach webhooks"
+            );
+        }
         if let Err(e) = self.state.queue().shutdown(Duration::from_secs(10)).await {
             warn!(error = %e, "write queue did not drain; the rest is in the spill file");
         }
         let _ = self.queue_task.await;
-        // Last: calls that ended during the drain publish their `call.ended`.
+        // Last: what was published above is queued for delivery.
         self.webhooks.shutdown(Duration::from_secs(15)).await;
     }
 }

@@ -99,6 +99,10 @@ struct Inner {
     keys: Keys,
     /// What happens on calls and bookings, for the live stream and outgoing webhooks.
     events: EventBus,
+    /// Tasks that publish an event after the call or request that caused it has gone (a call's
+    /// `call.ended` waits for its writes): shutdown waits for them before the webhook enqueuer
+    /// stops, or their events would be lost.
+    publishers: tokio_util::task::TaskTracker,
     /// Sign-in attempts per client address and per email.
     login_limit: RateLimiter,
     /// Twilio webhook requests per client address.
@@ -310,6 +314,7 @@ impl AppState {
                 embedder,
                 keys,
                 events: EventBus::new(),
+                publishers: tokio_util::task::TaskTracker::new(),
                 // 10 attempts, then one every 6 s: a person mistyping is never stopped, a
                 // password guesser gets 10 a minute per address and per email.
                 login_limit: RateLimiter::new(10, 1.0 / 6.0),
@@ -377,6 +382,11 @@ impl AppState {
 
     pub fn events(&self) -> &EventBus {
         &self.inner.events
+    }
+
+    /// Where a task that publishes events later is spawned, so shutdown can wait for it.
+    pub fn publishers(&self) -> &tokio_util::task::TaskTracker {
+        &self.inner.publishers
     }
 
     pub fn login_limit(&self) -> &RateLimiter {

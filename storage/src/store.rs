@@ -685,6 +685,9 @@ mod sqlite_impl {
     /// the insert see no other writer in between (another connection, or another process, waits on the
     /// busy timeout). A deferred transaction would read first and could fail to upgrade to a writer.
     const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+    /// No row locks in SQLite (one writer at a time): nothing to add to the webhook claim.
+    const CLAIM_LOCK: &str = "";
+    const CLAIM_MATERIALIZED: &str = "";
     include!("backend.rs");
     include!("staff_sql.rs");
     include!("webhooks_sql.rs");
@@ -694,6 +697,13 @@ mod postgres_impl {
     type Db = sqlx::Postgres;
     /// A plain transaction: the exclusion constraint and unique index settle races with row locks.
     const BEGIN_WRITE: &str = "BEGIN";
+    /// The webhook claim's subquery locks the rows it picks and skips rows another claim holds:
+    /// concurrent workers take disjoint batches at once instead of queueing on each other's locks.
+    const CLAIM_LOCK: &str = " FOR UPDATE SKIP LOCKED";
+    /// The locking pick runs once, as its own step: a locking subquery inside `IN (…)` may be
+    /// run again by the plan, each run past the rows the previous one locked (more than the
+    /// limit claimed).
+    const CLAIM_MATERIALIZED: &str = "MATERIALIZED ";
     include!("backend.rs");
     include!("staff_sql.rs");
     include!("webhooks_sql.rs");

@@ -186,7 +186,8 @@ pub(super) async fn webhook_enqueue(
 /// Claims up to `limit` due deliveries (any organisation: the worker serves all of them): counts the attempt
 /// and moves `next_attempt_at` to `lease_until`, so no other claim takes them until the lease ends. The
 /// re-checked `WHERE` makes two concurrent claims disjoint (Postgres re-evaluates it on the locked row;
-/// SQLite has one writer at a time).
+/// SQLite has one writer at a time). On Postgres the subquery takes its rows `FOR UPDATE SKIP LOCKED`
+/// ([`CLAIM_LOCK`]): a second worker skips what the first is claiming rather than waiting on it.
 pub(super) async fn webhook_claim(
     pool: &DbPool,
     now: DateTime<Utc>,
@@ -194,9 +195,11 @@ pub(super) async fn webhook_claim(
     limit: i64,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let claimed: Vec<WebhookDeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $2 \
-         WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
-                      ORDER BY next_attempt_at LIMIT $3) \
+        "WITH picked AS {CLAIM_MATERIALIZED}(SELECT id FROM webhook_deliveries \
+                      WHERE status = 'pending' AND next_attempt_at <= $1 \
+                      ORDER BY next_attempt_at LIMIT $3{CLAIM_LOCK}) \
+         UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $2 \
+         WHERE id IN (SELECT id FROM picked) \
          AND status = 'pending' AND next_attempt_at <= $1 \
          RETURNING {WEBHOOK_DELIVERY_COLS}"
     )))

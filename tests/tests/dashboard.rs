@@ -24,6 +24,9 @@ use serde_json::{Value, json};
 use storage::{CallSid, NewBooking, NewCallback};
 
 const NUMBER: &str = "+442071234567";
+/// The clinic's second number, answered by an assistant that never asks "are you still there?"
+/// while the live call's caller holds (see the live check).
+const LIVE_NUMBER: &str = "+442071234568";
 const EMAIL: &str = "admin@bright-smile.example";
 const PASSWORD: &str = "correct horse battery";
 /// How long any one thing may take to show up in the page (generous: a noisy 2-core machine).
@@ -512,6 +515,14 @@ async fn drive(
         json!("playing"),
         "both channels"
     );
+    // Stopped at the start again: a recording that played to its end before the switch would
+    // start the mono mix at its end (`ended`, never `playing`).
+    b.execute(
+        "const a = document.getElementById('recording'); a.pause(); a.currentTime = 0;",
+        vec![],
+    )
+    .await
+    .unwrap();
     let src = b
         .execute(
             "return document.getElementById('recording').currentSrc",
@@ -561,14 +572,35 @@ async fn drive(
         .unwrap();
     visible(b, ".conn.ok").await;
     screens.take(b, "live-idle").await;
+    // The caller says its first line, then holds the line, silent, until the test has seen the
+    // call live on screen; then says the second and hangs up. The assistant answering this
+    // number waits two minutes of silence before prompting, so nothing happens during the hold.
+    let store = server.state.store();
+    let patient = store
+        .create_assistant(
+            org,
+            &storage::NewAssistant {
+                name: "front desk, patient".into(),
+                greeting: String::new(),
+                voice: "default".into(),
+                transfer_number: None,
+                settings: json!({ "silence_timeout_s": 120 }),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .assign_number(org, patient, LIVE_NUMBER)
+        .await
+        .unwrap();
     let mut cfg = caller(server);
     cfg.from = "+447700900777".into();
-    cfg.to = NUMBER.into();
+    cfg.to = LIVE_NUMBER.into();
     let live_sid = cfg.call_sid.clone();
-    // The second line waits long after the agent's reply, so the call is still going when its
-    // first turns are on screen.
-    let call =
-        tokio::spawn(async move { place_call(&cfg, &script(Some(Duration::from_secs(8)))).await });
+    let (release, hold) = tokio::sync::watch::channel(false);
+    let mut live_script = script(Some(Duration::from_millis(400)));
+    live_script.insert(1, Line::HoldUntil(hold));
+    let call = tokio::spawn(async move { place_call(&cfg, &live_script).await });
     let card = format!("[data-sid='{live_sid}']");
     let first = until(
         b,
@@ -604,6 +636,7 @@ async fn drive(
         "the transcript is a live region"
     );
     screens.take(b, "live-call").await;
+    let _ = release.send(true);
     let report = call.await.unwrap().expect("the live call");
     assert_eq!(report.protocol_errors, 0);
     let ended = until(

@@ -327,7 +327,7 @@ fn line_lens(script: &[Line]) -> Vec<usize> {
         .iter()
         .map(|l| match l {
             Line::Speak { audio, .. } => audio.len(),
-            Line::Press { .. } => 0,
+            Line::Press { .. } | Line::HoldUntil(_) => 0,
         })
         .collect()
 }

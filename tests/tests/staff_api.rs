@@ -1344,6 +1344,43 @@ async fn live_is_per_org(rig: &Rig, a: &Tenant, b: &Tenant) {
         a_events[0].0, "snapshot",
         "a fresh connection starts with a snapshot"
     );
+    // A client that cannot send Last-Event-ID (a browser's new EventSource) resumes with
+    // `?last_event_id=`: the events after it are replayed (the call's end among them), not a
+    // snapshot that no longer shows the call.
+    let started_id = a_events
+        .iter()
+        .find(|(e, v)| e == "call.started" && v["sid"] == json!(sid))
+        .and_then(|(_, v)| v["id"].as_u64())
+        .unwrap_or_else(|| panic!("call.started has an id: {a_events:?}"));
+    let header = format!("Bearer {}", a.staff);
+    let resumed = rig
+        .raw(
+            &format!("/api/v1/live?last_event_id={started_id}"),
+            &[("authorization", &header)],
+        )
+        .await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let replayed = read_sse(resumed, Duration::from_secs(30), |e, v| {
+        e == "call.ended" && v["sid"] == json!(sid)
+    })
+    .await;
+    assert_ne!(
+        replayed.first().map(|(e, _)| e.as_str()),
+        Some("snapshot"),
+        "a resume replays: {replayed:?}"
+    );
+    assert!(
+        replayed
+            .iter()
+            .all(|(_, v)| v["id"].as_u64() > Some(started_id)),
+        "only what came after: {replayed:?}"
+    );
+    assert!(
+        replayed
+            .iter()
+            .any(|(e, v)| e == "call.ended" && v["sid"] == json!(sid)),
+        "{replayed:?}"
+    );
     // B's stream ran for the same call (and a little longer): nothing of A's.
     b_reader.abort();
     let b_live = open(&b.admin).await;

@@ -34,13 +34,15 @@ const PASSWORD: &str = "correct horse battery";
 
 /// Short waits so retries happen within the test; six attempts in all.
 const FAST_RETRIES: &str = "200ms,200ms,200ms,200ms,200ms";
-/// The receiver that hangs is given up on after this. Not shorter: an attempt the receiver
-/// answered at once must never time out on a loaded machine (it would then be sent again, and
-/// the receiver would rightly see it twice).
-const TIMEOUT: &str = "3s";
+/// The receiver that hangs is given up on after this. Long: an attempt the receiver answered at
+/// once must never time out on a loaded 2-core machine (it would then be sent again, and the
+/// receiver would rightly see it twice, breaking the exactly-once assertions). Only the one
+/// hung attempt pays it.
+const TIMEOUT: &str = "15s";
 
-/// Longest any wait for a delivery may take: generous, for a loaded 2-core machine.
-const DEADLINE: Duration = Duration::from_secs(90);
+/// Longest any wait for a delivery may take: generous, for a loaded 2-core machine (and above
+/// [`TIMEOUT`] with room to spare).
+const DEADLINE: Duration = Duration::from_secs(180);
 
 // ---- the receiver ---------------------------------------------------------------------------
 
@@ -842,11 +844,22 @@ async fn validation(rig: &Rig, a: &Tenant) {
 }
 
 /// Staff read the log: newest first, attempts and the last status of each delivery, paged.
+///
+/// A delivery is recorded `delivered` once the sender has read the receiver's answer, a moment
+/// after the receiver saw it: the log is read until all four are (or [`DEADLINE`]).
 async fn delivery_log(rig: &Rig, a: &Tenant, ea: &Endpoint, started_id: &str, ended_id: &str) {
-    let (s, v) = rig
-        .get(&format!("/api/v1/webhooks/{}/deliveries", ea.id), &a.staff)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let v = loop {
+        let (s, v) = rig
+            .get(&format!("/api/v1/webhooks/{}/deliveries", ea.id), &a.staff)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let done = items(&v).len() == 4 && items(&v).iter().all(|d| d["status"] == "delivered");
+        if done || tokio::time::Instant::now() >= end {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let log = items(&v);
     assert_eq!(log.len(), 4, "{v}");
     let by_event = |id: &str| {
@@ -955,24 +968,42 @@ async fn cross_org(rig: &Rig, a: &Tenant, b: &Tenant, ea: &Endpoint) {
 }
 
 /// `/metrics` counts attempts by result and shows the queue.
+///
+/// An outcome is counted once the sender has read the receiver's answer, a moment after the
+/// receiver saw the request: the counts are read until they are complete (or [`DEADLINE`]), then
+/// checked exactly.
 async fn metrics(rig: &Rig) {
-    let text = rig
-        .http
-        .get(format!("{}/metrics", rig.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |line: &str| -> u64 {
+    fn value(text: &str, line: &str) -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix(line))
             .unwrap_or_else(|| panic!("no {line} in {text}"))
             .trim()
             .parse()
             .unwrap()
+    }
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let text = loop {
+        let text = rig
+            .http
+            .get(format!("{}/metrics", rig.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let counted = value(
+            &text,
+            "voxanne_webhook_attempts_total{result=\"delivered\"}",
+        ) + value(&text, "voxanne_webhook_attempts_total{result=\"retry\"}")
+            + value(&text, "voxanne_webhook_attempts_total{result=\"failed\"}");
+        // 7 delivered + 8 retried + 1 failed: every attempt the receiver saw.
+        if counted >= 16 || tokio::time::Instant::now() >= end {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let value = |line: &str| value(&text, line);
     assert_eq!(
         value("voxanne_webhook_attempts_total{result=\"delivered\"}"),
         7
@@ -998,8 +1029,13 @@ async fn a_pending_delivery_survives_a_restart(backend: Backend) {
     receiver.always_fail(true);
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(backend).await;
-    // Many quick attempts: the first process keeps failing and never gives up.
-    let many = vec!["300ms"; 30].join(",");
+    // Two quick attempts, then many slower ones: the first process keeps failing and never
+    // gives up, however slow its shutdown (28 × 2 s is far beyond it).
+    let many = ["300ms", "300ms"]
+        .into_iter()
+        .chain(std::iter::repeat_n("2s", 28))
+        .collect::<Vec<_>>()
+        .join(",");
     let (old_key, new_key) = ([0x11u8; 32], [0x22u8; 32]);
     let hex = |k: [u8; 32]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let rig =
@@ -1053,10 +1089,18 @@ async fn a_pending_delivery_survives_a_restart(backend: Backend) {
     assert_signed(success, &ea.secret, "whsec_not-the-secret");
     // Tokens and the key survive the restart (same data directory).
     let token = rig.login("admin@clinic-a.example").await;
-    let (s, v) = rig
-        .get(&format!("/api/v1/webhooks/{}/deliveries", ea.id), &token)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    // Recorded once the sender has read the answer, a moment after the receiver saw it.
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let v = loop {
+        let (s, v) = rig
+            .get(&format!("/api/v1/webhooks/{}/deliveries", ea.id), &token)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if items(&v)[0]["status"] == "delivered" || tokio::time::Instant::now() >= end {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let d = &items(&v)[0];
     assert_eq!(d["event_id"], json!(event_id));
     assert_eq!(d["status"], "delivered");
@@ -1068,6 +1112,83 @@ async fn a_pending_delivery_survives_a_restart(backend: Backend) {
     );
     assert!(all.len() > tried_before.len());
     rig.server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A call that ends while the server is shutting down still has its `call.ended` queued: the
+/// server waits for the event (published once the call's writes landed) before its webhook
+/// enqueuer stops, so the next process delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ending_during_shutdown_still_queues_call_ended() {
+    let receiver = Receiver::default();
+    let hooks = receiver.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::new(start_with(server_config(dir.path(), None, FAST_RETRIES)).await);
+    let a = tenant(&rig, "clinic-a", NUMBER_A).await;
+    let ea = create_endpoint(&rig, &a.admin, &format!("{hooks}/a"), None).await;
+    // The caller says a line, then holds until the server is stopping; then says another and
+    // hangs up, so the call ends during the shutdown's drain.
+    let mut cfg = caller(&rig.server);
+    cfg.from = "+447700900003".into();
+    cfg.to = a.number.clone();
+    let (release, hold) = tokio::sync::watch::channel(false);
+    let script = vec![
+        Line::Speak {
+            audio: speech_like(1_200),
+            start: LineStart::AfterAgent {
+                pause: Duration::from_millis(400),
+            },
+        },
+        Line::HoldUntil(hold),
+        Line::Speak {
+            audio: speech_like(1_000),
+            start: LineStart::AfterAgent {
+                pause: Duration::from_millis(400),
+            },
+        },
+    ];
+    let call = tokio::spawn(async move { place_call(&cfg, &script).await });
+    until(&receiver, "call.started delivered", || {
+        receiver.successes("a", "call.started") == 1
+    })
+    .await;
+    let Rig { server, base, .. } = rig;
+    let stopping = tokio::spawn(server.shutdown(Duration::from_secs(120)));
+    // The server stops accepting connections first: then the call is let go.
+    let end = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let fresh = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        if fresh.get(format!("{base}/health")).send().await.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the server never stopped accepting"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    release.send(true).unwrap();
+    let report = call.await.unwrap().expect("the call");
+    assert_eq!(report.protocol_errors, 0);
+    tokio::time::timeout(DEADLINE, stopping)
+        .await
+        .expect("the shutdown ends")
+        .unwrap();
+
+    let store = storage::Store::open(None, dir.path()).await.unwrap();
+    let endpoint = ea.id.parse().unwrap();
+    let queued = store
+        .list_webhook_deliveries(a.org, endpoint, None, 10)
+        .await
+        .unwrap();
+    store.close().await;
+    let types: Vec<&str> = queued.iter().map(|d| d.event_type.as_str()).collect();
+    assert!(
+        types.contains(&"call.ended"),
+        "call.ended was queued before the process went: {types:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

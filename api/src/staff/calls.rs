@@ -102,7 +102,9 @@ pub fn publish_call_ended(
     duration_ms: i64,
     facts: CallFacts,
 ) {
-    tokio::spawn(async move {
+    // Tracked: shutdown waits for it before the webhook enqueuer stops taking events.
+    let publishers = state.publishers().clone();
+    publishers.spawn(async move {
         let from_db = async {
             state.queue().flush(Duration::from_secs(5)).await.ok()?;
             let outcome = state.store().call_outcome(org, &sid).await.ok()??;

@@ -19,6 +19,7 @@
 //!   milliseconds; longer while the database is down, in the bus's bounded channel). A process
 //!   killed in that window loses it; once the row is written it survives restarts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -333,6 +334,9 @@ async fn deliver_loop(state: AppState, notify: Arc<Notify>, shutdown: Cancellati
     };
     let lease = chrono::Duration::from_std(timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX);
     let mut in_flight: JoinSet<()> = JoinSet::new();
+    // What each attempt in flight is about: an attempt that panics is recorded from here (else
+    // its row would stay claimed until the lease ends, and be claimed and panic again, forever).
+    let mut attempting: HashMap<tokio::task::Id, ClaimedDelivery> = HashMap::new();
     let mut db_wait = Duration::from_millis(250);
     info!(
         max_attempts = policy.max_attempts(),
@@ -354,7 +358,13 @@ async fn deliver_loop(state: AppState, notify: Arc<Notify>, shutdown: Cancellati
                         Duration::ZERO
                     };
                     for c in claimed {
-                        in_flight.spawn(attempt(state.clone(), client.clone(), policy.clone(), c));
+                        let task = in_flight.spawn(attempt(
+                            state.clone(),
+                            client.clone(),
+                            policy.clone(),
+                            c.clone(),
+                        ));
+                        attempting.insert(task.id(), c);
                     }
                 }
                 Ok(Look::NothingDue(until)) => {
@@ -372,12 +382,75 @@ async fn deliver_loop(state: AppState, notify: Arc<Notify>, shutdown: Cancellati
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = notify.notified() => {}
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                attempt_ended(&state, &policy, &mut attempting, done).await;
+            }
             _ = tokio::time::sleep(wait), if !slots_full => {}
         }
     }
     // Attempts in flight finish (each within the timeout) and are recorded.
-    while in_flight.join_next().await.is_some() {}
+    while let Some(done) = in_flight.join_next_with_id().await {
+        attempt_ended(&state, &policy, &mut attempting, done).await;
+    }
+}
+
+/// Forgets a finished attempt; one that panicked (its outcome never recorded) is recorded as a
+/// failed attempt, retried per the policy like any other.
+async fn attempt_ended(
+    state: &AppState,
+    policy: &RetryPolicy,
+    attempting: &mut HashMap<tokio::task::Id, ClaimedDelivery>,
+    done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let (id, failure) = match done {
+        Ok((id, ())) => (id, None),
+        Err(e) => (e.id(), Some(e)),
+    };
+    let Some(c) = attempting.remove(&id) else {
+        return;
+    };
+    let Some(e) = failure else {
+        return;
+    };
+    error!(error = %e, delivery = %c.delivery.id, "webhook attempt panicked; recorded as a failed attempt");
+    let outcome = retry_or_fail(
+        policy,
+        c.delivery.attempts,
+        None,
+        "internal error while sending (see the server log)".into(),
+    );
+    count(state, &outcome);
+    record(state, &c, &outcome).await;
+}
+
+/// The outcome of failed attempt number `attempts`: another try after the policy's wait, or
+/// failed when that was the last.
+fn retry_or_fail(
+    policy: &RetryPolicy,
+    attempts: i32,
+    status: Option<i32>,
+    error: String,
+) -> AttemptOutcome {
+    match policy.wait_after(attempts, jitter()) {
+        Some(w) => AttemptOutcome::Retry {
+            status,
+            error,
+            retry_at: Utc::now()
+                + chrono::Duration::from_std(w).unwrap_or(chrono::Duration::hours(24)),
+        },
+        None => AttemptOutcome::Failed { status, error },
+    }
+}
+
+/// Counts an attempt's outcome in `/metrics`.
+fn count(state: &AppState, outcome: &AttemptOutcome) {
+    let m = state.metrics();
+    let counter = match outcome {
+        AttemptOutcome::Delivered { .. } => &m.webhook_delivered,
+        AttemptOutcome::Retry { .. } => &m.webhook_retried,
+        AttemptOutcome::Failed { .. } => &m.webhook_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What one look at the queue found.
@@ -436,16 +509,7 @@ async fn attempt(
                     None => AttemptOutcome::Delivered {
                         status: status.unwrap_or(200),
                     },
-                    Some(error) => match policy.wait_after(d.attempts, jitter()) {
-                        Some(w) => AttemptOutcome::Retry {
-                            status,
-                            error,
-                            retry_at: Utc::now()
-                                + chrono::Duration::from_std(w)
-                                    .unwrap_or(chrono::Duration::hours(24)),
-                        },
-                        None => AttemptOutcome::Failed { status, error },
-                    },
+                    Some(error) => retry_or_fail(&policy, d.attempts, status, error),
                 }
             }
             Err(e) => {
@@ -457,13 +521,7 @@ async fn attempt(
             }
         }
     };
-    let m = state.metrics();
-    let counter = match &outcome {
-        AttemptOutcome::Delivered { .. } => &m.webhook_delivered,
-        AttemptOutcome::Retry { .. } => &m.webhook_retried,
-        AttemptOutcome::Failed { .. } => &m.webhook_failed,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
+    count(&state, &outcome);
     match &outcome {
         AttemptOutcome::Delivered { status } => {
             info!(delivery = %d.id, event_id = %d.event_id, attempts = d.attempts, status, "webhook delivered")
@@ -570,10 +628,23 @@ async fn send(
                 why.push_str(&s.to_string());
                 source = s.source();
             }
-            why.truncate(300);
+            truncate_chars(&mut why, 300);
             (None, Some(why))
         }
     }
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary (an error text may hold any
+/// character: `String::truncate` inside one panics).
+fn truncate_chars(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.truncate(at);
 }
 
 /// Re-seals every endpoint's secret that is not under the current key (`voxanne secrets
@@ -698,6 +769,23 @@ mod tests {
             signature_header("whsec_abc", 1_700_000_000, r#"{"id":"evt_1"}"#),
             "t=1700000000,v1=79f159714a0d01d9505691104b38e71f0dbb0d4bdeef387b113d07b870f50db3"
         );
+    }
+
+    #[test]
+    fn an_error_text_is_cut_at_a_character_boundary() {
+        // "é" is two bytes, "€" three: a cut at 300 bytes falls inside one of them.
+        for filler in ["é", "€", "a€", "😀"] {
+            let mut s = filler.repeat(400);
+            truncate_chars(&mut s, 300);
+            assert!(s.len() <= 300 && s.len() > 295, "{}", s.len());
+            assert!(s.chars().all(|c| filler.contains(c)));
+        }
+        let mut short = "déjà vu".to_string();
+        truncate_chars(&mut short, 300);
+        assert_eq!(short, "déjà vu");
+        let mut exact = "ab€".to_string();
+        truncate_chars(&mut exact, 4);
+        assert_eq!(exact, "ab", "not inside the euro sign");
     }
 
     #[test]
