@@ -178,7 +178,13 @@ impl LlmDefaults {
             (None, None) if self.is_server_url(&base_url) => self.api_key.clone(),
             (None, None) => None,
         };
-        let mut headers = self.headers.clone();
+        // The server's extra headers may carry credentials too (`api-key`, a gateway token):
+        // like its key, they go only to the server's own provider.
+        let mut headers = if self.is_server_url(&base_url) {
+            self.headers.clone()
+        } else {
+            Vec::new()
+        };
         for (k, v) in &section.headers {
             headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
             headers.push((k.clone(), v.clone()));
@@ -276,6 +282,7 @@ mod tests {
             base_url: Some("http://gw/v1/".into()),
             model: Some("small".into()),
             api_key: Some("server-key".into()),
+            headers: vec![("api-key".into(), "server-header-key".into())],
             ..LlmDefaults::default()
         };
         let env = |k: &str| Some(format!("value of {k}"));
@@ -296,6 +303,7 @@ mod tests {
         };
         let s = server.resolve(Some(&elsewhere), env).unwrap().unwrap();
         assert_eq!(s.api_key, None);
+        assert_eq!(s.headers, Vec::<(String, String)>::new(), "nor its headers");
         // The server's own URL (trailing slash aside): the server's key.
         let same = LlmSection {
             base_url: Some("http://gw/v1".into()),
@@ -303,6 +311,10 @@ mod tests {
         };
         let s = server.resolve(Some(&same), env).unwrap().unwrap();
         assert_eq!(s.api_key.as_deref(), Some("server-key"));
+        assert_eq!(
+            s.headers,
+            vec![("api-key".to_string(), "server-header-key".to_string())]
+        );
         // No server URL: the default is OpenAI's, and only it gets the key.
         let openai = LlmDefaults {
             base_url: None,
